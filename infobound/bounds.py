@@ -69,7 +69,7 @@ def seed_bound(
 ) -> SeedBound:
     """The seed bound of THEORY §1 for ``spec``; ``bits``, ``rank``, ``mode`` default to the spec's."""
     mode = spec.mode if mode is None else Mode.parse(mode)
-    n = _positive("n", n, low=1.0, integer=True)
+    n = _positive("n", n, low=1.0)  # a count, but real values draw smooth curves
     sigma = _positive("sigma", sigma, low=0.0, open_low=True)
     bits = _positive("bits", spec.bits if bits is None else bits, low=1.0, high=MAX_BITS, integer=True)
     rank = _rank(spec, rank)

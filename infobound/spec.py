@@ -189,12 +189,12 @@ class AdapterSpec:
 def check_rank(rank, layers: Iterable[LayerSpec]) -> int:
     """Validate an adapter rank against the layers without their own rank; name the limiting layer."""
     max_rank, limiting = _max_rank(tuple(layers))
-    rank = check_int("rank", rank, 1)
-    if rank > max_rank:
-        raise InputError(
-            f"rank must be an integer in [1, {max_rank}]: layer {limiting.name!r} "
-            f"({limiting.d_in} -> {limiting.d_out}) allows at most {max_rank}, got {rank}"
-        )
+    if limiting is None:  # every layer has its own rank
+        return check_int("rank", rank, 1)
+    rank = check_int("rank", rank)
+    if not 1 <= rank <= max_rank:
+        where = f": layer {limiting.name!r} ({limiting.d_in} -> {limiting.d_out}) allows at most {max_rank}"
+        raise InputError(f"rank must be an integer in [1, {max_rank}]{where if rank > 1 else ''}, got {rank}")
     return rank
 
 
