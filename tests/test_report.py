@@ -1,0 +1,276 @@
+"""Report: claims and verdicts on synthetic records of known means, checked against scipy by hand."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from infobound.errors import InputError
+from infobound.harness.report import (
+    RECORD_KEYS,
+    format_verdict_table,
+    plot_gap_vs_n,
+    plot_gap_vs_rank,
+    plot_test_error,
+    summarize,
+    write_csv,
+    write_markdown,
+    write_plots,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SEEDS = range(8)
+RANKS = (2, 4, 8)
+NS = (100, 400, 1600)
+TEST_MEAN = {"lora": 0.20, "b_only": 0.20, "a_only": 0.30}  # b_only ≈ lora, a_only +0.1
+GAP_SHIFT = {"lora": 0.0, "b_only": -0.01, "a_only": 0.0}  # b_only gap below lora's
+
+
+def bound_of(mode, rank, n):
+    """A stand-in seed bound that grows like √(r/n); vacuous (≥ 1) for lora at small n."""
+    return 6.0 * math.sqrt(rank / n) * (1.0 if mode == "lora" else math.sqrt(0.5))
+
+
+def make_records(seed=0, task="synth", ns=NS, ranks=RANKS, modes=tuple(TEST_MEAN), bits=8):
+    """Per seed: a shared 'training subset' effect on test error (all modes), small run noise.
+
+    The gap is 0.4·√(r/n) times log-normal noise (+ a mode shift): slope −1/2 in n, +1/2 in r.
+    alpha follows the rank (α = r), as the sweep records by default.
+    """
+    rng = np.random.default_rng(seed)
+    subset = {(n, s): rng.normal(0.0, 0.02) for n in ns for s in SEEDS}
+    records = []
+    for mode in modes:
+        for rank in ranks:
+            for n in ns:
+                for s in SEEDS:
+                    test = TEST_MEAN[mode] + subset[n, s] + rng.normal(0.0, 0.002)
+                    gap = 0.4 * math.sqrt(rank / n) * math.exp(rng.normal(0.0, 0.05)) + GAP_SHIFT[mode]
+                    records.append(dict(
+                        key=f"{mode}-{rank}-{n}-{s}", task=task, mode=mode, rank=rank, n=n, seed=s,
+                        bits=bits, alpha=float(rank), init="orthonormal", train_error=test - gap,
+                        test_error=test, train_loss=0.5, test_loss=0.6, gap=gap, loss_kind="zero_one",
+                        trainable_params=10 * rank, bound=None if bits is None else bound_of(mode, rank, n),
+                        bound_applicable=bits is not None, test_n=500, wall_time=0.1, versions="x",
+                    ))
+    return records
+
+
+@pytest.fixture(scope="module")
+def records():
+    return make_records()
+
+
+@pytest.fixture(scope="module")
+def summary(records):
+    return summarize(records, n_boot=500)
+
+
+def values(records, key, **where):
+    """{seed: value} of the records matching ``where``."""
+    return {r["seed"]: r[key] for r in records if all(r[k] == v for k, v in where.items())}
+
+
+def hand_paired(x: dict, y: dict):
+    seeds = sorted(set(x) & set(y))
+    ref = sps.ttest_rel([x[s] for s in seeds], [y[s] for s in seeds]).confidence_interval(0.95)
+    return np.mean([x[s] - y[s] for s in seeds]), ref.low, ref.high
+
+
+def test_claims_come_out_as_constructed(records, summary):
+    by = {}
+    for c in summary.claims:
+        by.setdefault(c.claim, []).append(c)
+    # one row per (n, rank) for i-iii; iv pairs lora r with b_only 2r: (2, 4) and (4, 8)
+    assert {k: len(v) for k, v in by.items()} == {"i": 9, "ii": 9, "iii": 9, "iv-test": 6, "iv-gap": 6}
+    assert all(c.supported == "yes" for c in by["i"] + by["ii"] + by["iii"])
+    assert all(abs(c.effect - 0.1) < 0.01 and c.low > 0.05 for c in by["ii"])
+    assert all(c.seeds == 8 and c.method.startswith("paired t") for c in summary.claims)
+    for c in by["iv-test"] + by["iv-gap"]:
+        r_lora, r_b = (int(v) for v in c.rank.split(" vs ")[::-1])
+        assert r_b == 2 * r_lora
+        # side by side: b_only at 2r and lora at r have the same bound (square layers)
+        assert c.bound_x == pytest.approx(bound_of("b_only", r_b, c.n))
+        assert c.bound_y == pytest.approx(bound_of("lora", r_lora, c.n))
+        assert c.bound_x == pytest.approx(c.bound_y)
+
+
+def test_claim_intervals_match_scipy_by_hand(records, summary):
+    for c in summary.claims:
+        if c.claim == "ii":
+            x = values(records, "test_error", mode="a_only", rank=int(c.rank), n=c.n)
+            y = values(records, "test_error", mode="b_only", rank=int(c.rank), n=c.n)
+        elif c.claim == "iii":
+            x = values(records, "gap", mode="b_only", rank=int(c.rank), n=c.n)
+            y = values(records, "gap", mode="lora", rank=int(c.rank), n=c.n)
+        elif c.claim == "iv-gap":
+            rb, rl = (int(v) for v in c.rank.split(" vs "))
+            x = values(records, "gap", mode="b_only", rank=rb, n=c.n)
+            y = values(records, "gap", mode="lora", rank=rl, n=c.n)
+        else:
+            continue
+        mean, low, high = hand_paired(x, y)
+        assert (c.effect, c.low, c.high) == (pytest.approx(mean), pytest.approx(low), pytest.approx(high))
+
+
+def test_claims_detect_a_difference_and_use_the_margin(records):
+    shifted = [dict(r, test_error=r["test_error"] + 0.05) if r["mode"] == "b_only" else r
+               for r in records]
+    rows = [c for c in summarize(shifted, n_boot=200).claims if c.claim == "i"]
+    assert rows and all(c.supported == "no" and c.low > 0.02 for c in rows)
+    # a margin narrower than the run noise's interval cannot support "≈"
+    tight = [c for c in summarize(records, margin=1e-5, n_boot=200).claims if c.claim == "i"]
+    assert all(c.supported == "unclear" for c in tight)
+    with pytest.raises(InputError, match="margin"):
+        summarize(records, margin=-0.1)
+
+
+def test_welch_when_seeds_are_not_shared(records):
+    part = [r for r in records if r["n"] == 100 and r["rank"] == 2 and r["mode"] != "a_only"]
+    part = [dict(r, seed=r["seed"] + 100) if r["mode"] == "lora" else r for r in part]
+    row = next(c for c in summarize(part, n_boot=200).claims if c.claim == "i")
+    x = values(part, "test_error", mode="b_only")
+    y = values(part, "test_error", mode="lora")
+    ref = sps.ttest_ind(list(x.values()), list(y.values()), equal_var=False).confidence_interval(0.95)
+    assert row.method.startswith("Welch") and row.seeds == 16
+    assert (row.low, row.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+
+
+def test_config_verdicts_and_intervals(records, summary):
+    assert len(summary.configs) == 3 * len(RANKS) * len(NS)
+    for c in summary.configs:
+        gaps = list(values(records, "gap", mode=c.mode, rank=c.rank, n=c.n).values())
+        lo, hi = sps.t.interval(0.95, len(gaps) - 1, loc=np.mean(gaps), scale=sps.sem(gaps))
+        assert (c.gap.low, c.gap.high) == (pytest.approx(lo), pytest.approx(hi)) and c.seeds == 8
+        bound = bound_of(c.mode, c.rank, c.n)
+        expected = "vacuous" if bound >= 1 else "holds" if -bound < lo and hi < bound else None
+        assert c.verdict.value == expected  # the bounds were chosen far from the gaps
+    assert {c.verdict.value for c in summary.configs} == {"vacuous", "holds"}
+    (row,) = summary.find(mode="lora", rank=8, n=100)
+    assert row.verdict.value == "vacuous" and row.bound == pytest.approx(bound_of("lora", 8, 100))
+    tiny = [dict(r, bound=0.001) for r in records if r["n"] == 100]
+    assert {c.verdict.value for c in summarize(tiny, n_boot=200).configs} == {"violated"}
+
+
+def test_rates_recover_the_constructed_slopes(records, summary):
+    for r in summary.rates:
+        if r.against == "n":
+            xs = list(NS)
+            means = [np.mean(list(values(records, "gap", mode=r.mode, rank=r.fixed, n=n).values()))
+                     for n in xs]
+        else:
+            xs = list(RANKS)
+            means = [np.mean(list(values(records, "gap", mode=r.mode, rank=k, n=r.fixed).values()))
+                     for k in xs]
+        assert r.slope.slope == pytest.approx(np.polyfit(np.log(xs), np.log(means), 1)[0])
+        # the rule: n ≈ −1/2 when the bootstrap CI covers it; rank ≤ +1/2 when its low end is ≤ 1/2
+        covers = r.slope.low <= r.theory <= r.slope.high if r.against == "n" else r.slope.low <= 0.5
+        assert r.agrees == ("yes" if covers else "no")
+        if r.mode == "b_only":  # 0.4·√(r/n) − 0.01: steeper than the theory in both directions
+            assert r.agrees == "no" and abs(r.slope.slope) > 0.55
+        else:  # pure √(r/n): both slopes ±1/2
+            assert abs(r.slope.slope - r.theory) < 0.05
+    pure = [r.agrees for r in summary.rates if r.mode != "b_only"]
+    assert len(pure) == 12 and pure.count("yes") >= 9  # 95 % intervals: about 11.4 of 12 expected
+    assert {(r.mode, r.against) for r in summary.rates} == {
+        (m, a) for m in TEST_MEAN for a in ("n", "rank")}
+
+
+def test_markdown_and_terminal_table(tmp_path, records, summary):
+    unquantised = summarize(make_records(ns=(100,), bits=None), n_boot=200)
+    assert {c.verdict.value for c in unquantised.configs} == {"not applicable"}
+    regression = [dict(r, loss_kind="mse", test_error=None, train_error=None, bound=None,
+                       bound_applicable=False) for r in records if r["n"] == 100]
+    mse = summarize(regression, n_boot=200)
+    path = write_markdown(summary, tmp_path / "report.md", {"delta": 0.05, "title": "Synthetic"})
+    text = path.read_text()
+    for needle in ("# Synthetic", "mean gap (95% CI, K seeds)", "seed bound (expectation, q bits)",
+                   "| holds |", "| vacuous |", "δ (failure probability): 0.05", "±0.02",
+                   "## Claims", "## Rates", "## Legend", "**violated**", "**inconclusive**"):
+        assert needle in text, needle
+    verdicts = text.split("## Claims")[0]
+    assert verdicts.count("| synth | lora |") == len(RANKS) * len(NS)
+    text = write_markdown(unquantised, tmp_path / "u.md", {}).read_text()
+    assert "bound not applicable: parameters not quantised" in text
+    text = write_markdown(mse, tmp_path / "m.md", {}).read_text()
+    assert "unbounded" in text and "| not applicable |" in text
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    table = format_verdict_table(summary)
+    lines = table.splitlines()
+    assert len(lines) == 1 + len(summary.configs) and max(map(len, lines)) <= 100
+    assert "holds" in table and "vacuous" in table
+
+
+def _container(ax, prefix):
+    return next(c for c in ax.containers if c.get_label().startswith(prefix))
+
+
+def test_plots_show_the_hand_computed_means(records):
+    at_n = [r for r in records if r["n"] == 400]
+    fig = plot_test_error(at_n)
+    ax = fig.axes[0]
+    for mode in TEST_MEAN:
+        y = _container(ax, mode).lines[0].get_ydata()
+        hand = [np.mean(list(values(at_n, "test_error", mode=mode, rank=k).values())) for k in RANKS]
+        assert np.allclose(y, hand)
+
+    fig = plot_gap_vs_rank(at_n)
+    assert [a.get_title() for a in fig.axes] == list(TEST_MEAN)
+    for ax in fig.axes:
+        mode = ax.get_title()
+        hand = [np.mean(list(values(at_n, "gap", mode=mode, rank=k).values())) for k in RANKS]
+        assert np.allclose(_container(ax, "mean gap").lines[0].get_ydata(), hand)
+        bound = next(line for line in ax.lines if line.get_label().startswith("seed bound"))
+        assert np.allclose(bound.get_ydata(), [min(bound_of(mode, k, 400), 1.0) for k in RANKS])
+
+    at_rank = [r for r in records if r["rank"] == 4]
+    ax = plot_gap_vs_n(at_rank, n_boot=200).axes[0]
+    hand = [np.mean(list(values(at_rank, "gap", mode="a_only", n=n).values())) for n in NS]
+    assert np.allclose(_container(ax, "a_only").lines[0].get_ydata(), hand)
+    assert any("slope" in line.get_label() for line in ax.lines)
+    with pytest.raises(InputError, match="n"):
+        plot_gap_vs_rank(records)  # several n: the caller must pick one
+
+
+def test_write_plots_files_and_skips(tmp_path):
+    recs = make_records(ns=(100,), ranks=(2, 4)) + make_records(task="one", ns=(100, 400), ranks=(2,))
+    files = write_plots(recs, tmp_path / "plots", n_boot=200)
+    names = sorted(p.name for p in files)
+    assert names == ["gap_vs_n_one_r2_q8.png", "gap_vs_rank_synth_n100_q8.png",
+                     "test_error_one_n100_q8.png", "test_error_one_n400_q8.png",
+                     "test_error_synth_n100_q8.png"]
+    for p in files:
+        assert p.read_bytes()[:8] == PNG_MAGIC
+    skipped = " ".join(files.skipped)
+    assert "gap vs n for synth_r2" in skipped and "gap vs rank for one_n100" in skipped
+    assert not [p for p in (tmp_path / "plots").iterdir() if not p.name.endswith(".png")]
+    text = write_markdown(summarize(recs, n_boot=200), tmp_path / "r.md", {"plots": files}).read_text()
+    assert "](plots/gap_vs_n_one_r2_q8.png)" in text
+
+
+def test_csv_round_trip(tmp_path, records):
+    recs = [dict(r, extra_metric=i * 0.5) if i % 2 else dict(r) for i, r in enumerate(records[:6])]
+    recs[0]["bits"] = None
+    path = write_csv(recs, tmp_path / "runs.csv")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == RECORD_KEYS + ("extra_metric",)
+        rows = list(reader)
+    assert len(rows) == len(recs)
+    for row, rec in zip(rows, recs):
+        assert float(row["gap"]) == rec["gap"] and float(row["test_error"]) == rec["test_error"]
+        assert int(row["rank"]) == rec["rank"] and row["mode"] == rec["mode"]
+        assert row["extra_metric"] == ("" if "extra_metric" not in rec else str(rec["extra_metric"]))
+    assert rows[0]["bits"] == "" and rows[1]["bits"] == "8"
+
+
+def test_bad_records_raise_input_error():
+    with pytest.raises(InputError, match="seed"):
+        summarize([dict(task="t", mode="lora", rank=1, n=10, gap=0.1)])
+    with pytest.raises(InputError, match="mode must be one of"):
+        summarize([dict(task="t", mode="c_only", rank=1, n=10, seed=0, gap=0.1)])
+    with pytest.raises(InputError, match="at least one"):
+        summarize([])
