@@ -1,0 +1,498 @@
+"""Persistent, resumable, multi-writer store of run records (one SQLite file per sweep folder).
+
+A sweep writes one *record* per finished run: a flat dict of JSON scalars (``str``, ``int``,
+``float`` including NaN and ±inf, ``bool``, ``None``). Records live in ``folder/records.sqlite``,
+keyed by :func:`config_key`, the SHA-256 of the run's canonical config JSON.
+
+Guarantees
+----------
+* **Resume.** A rerun asks :meth:`RunStore.missing` and trains only those configs.
+* **Kill safety.** Each :meth:`RunStore.put` / :meth:`RunStore.put_many` is one SQLite transaction
+  (WAL journal, ``synchronous=FULL``): a process killed at any moment leaves every committed record
+  complete and no partial one. A first write never overwrites: a key already present keeps its row.
+* **Concurrent writers.** Several processes may write to the same folder at once; writes take the
+  write lock up front (``BEGIN IMMEDIATE``) and wait up to ``BUSY_TIMEOUT_S`` for it.
+* **No damage to foreign files.** Opening validates the file read-only before anything is written:
+  a non-SQLite file, an SQLite database of something else, or a store of another schema version
+  raises :class:`~infobound.errors.InputError` and leaves the file byte-identical.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import enum
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from numbers import Integral, Real
+from pathlib import Path
+
+from ..errors import InputError
+
+__all__ = ["SCHEMA_VERSION", "PACKAGE", "RunStore", "config_key"]
+
+SCHEMA_VERSION = 1
+"""Layout version of ``records.sqlite``; a store of any other version is refused, never migrated."""
+
+PACKAGE = "infobound"
+"""Value of ``meta.package`` that marks a file as an infobound run store."""
+
+BUSY_TIMEOUT_S = 60.0
+"""Seconds a writer waits for another process's write lock before giving up."""
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = {"meta", "records"}
+_KEY_FIELD = "key"  # name under which records() / get() return the config key
+
+_SCHEMA = (
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value NOT NULL)",
+    # seq is the rowid: strictly increasing since rows are never deleted, so it is insertion order.
+    "CREATE TABLE records ("
+    " seq INTEGER PRIMARY KEY,"
+    " key TEXT NOT NULL UNIQUE,"
+    " record TEXT NOT NULL,"  # JSON object; NaN/Infinity written as JSON extension tokens
+    " config TEXT NOT NULL,"  # canonical config JSON (the text config_key hashes)
+    " created_at TEXT NOT NULL)",  # ISO 8601, UTC
+)
+
+
+# ----------------------------------------------------------------------------- canonical JSON
+
+
+def _plain(value, where: str, allow_nonfinite: bool, nested: bool):
+    """Return ``value`` as plain JSON types, or raise ``InputError`` naming ``where``.
+
+    ``str`` subclasses (``str`` enums such as ``Mode``) become their string data; integral numbers
+    (``numpy.int64`` too) become ``int``; other real numbers become ``float``. ``bool`` stays ``bool``.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, where, allow_nonfinite, nested)
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        fvalue = float(value)
+        if not allow_nonfinite and not math.isfinite(fvalue):
+            raise InputError(f"{where} must be a finite number, got {fvalue!r}")
+        return fvalue
+    if nested and isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InputError(f"{where} keys must be strings, got {k!r}")
+            out[str.__str__(k)] = _plain(v, f"{where}.{k}", allow_nonfinite, nested)
+        return out
+    if nested and isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]", allow_nonfinite, nested) for i, v in enumerate(value)]
+    allowed = "a JSON value (str, int, float, bool, None, list, dict)" if nested else (
+        "a JSON scalar (str, int, float, bool or None)"
+    )
+    raise InputError(f"{where} must be {allowed}, got {type(value).__name__} {value!r}")
+
+
+def _top_mapping(name: str, value) -> None:
+    if not isinstance(value, Mapping):
+        raise InputError(f"{name} must be a mapping of str to values, got {type(value).__name__}")
+    for k in value:
+        if not isinstance(k, str):
+            raise InputError(f"{name} keys must be strings, got {k!r}")
+
+
+def canonical_config_json(config: Mapping) -> str:
+    """The canonical JSON text of ``config``: sorted keys, no whitespace, floats via ``repr``.
+
+    Values may be nested dicts/lists of JSON scalars; NaN, ±inf, non-string keys and non-JSON values
+    raise ``InputError`` naming the key (``config.lr``, ``config.layers[2]``). Tuples encode as lists,
+    ``1`` and ``1.0`` differ, and so do ``True`` and ``1``.
+    """
+    _top_mapping("config", config)
+    plain = {str.__str__(k): _plain(v, f"config.{k}", False, True) for k, v in config.items()}
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def config_key(config: Mapping) -> str:
+    """SHA-256 hex digest of :func:`canonical_config_json` of ``config`` (dict order irrelevant)."""
+    return hashlib.sha256(canonical_config_json(config).encode("ascii")).hexdigest()
+
+
+def _record_json(record: Mapping) -> str:
+    """JSON text of a flat record; NaN and ±inf round-trip through the ``NaN``/``Infinity`` tokens."""
+    _top_mapping("record", record)
+    if _KEY_FIELD in record:
+        raise InputError(f"record must not contain the field {_KEY_FIELD!r} (it is the config key)")
+    plain = {str.__str__(k): _plain(v, f"record.{k}", True, False) for k, v in record.items()}
+    return json.dumps(plain, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+
+
+def _not_about_content(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` is about access (busy, locked, read-only, cannot open), not the file's content."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in (5, 6, 8, 14)  # SQLITE_BUSY, _LOCKED, _READONLY, _CANTOPEN
+    return any(word in str(exc) for word in ("locked", "busy", "readonly", "unable to open"))
+
+
+def _matches(value, wanted) -> bool:
+    """Equality that keeps ``True`` apart from ``1``; a list/tuple/set ``wanted`` means 'any of'."""
+    if isinstance(wanted, (list, tuple, set, frozenset)):
+        return any(_matches(value, w) for w in wanted)
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return type(value) is type(wanted) and value == wanted
+    return value == wanted
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+class RunStore:
+    """Records of finished runs in ``folder/records.sqlite``.
+
+    ``RunStore(folder)`` creates the folder and the store when missing; ``create=False`` opens an
+    existing store only. Use as a context manager, or call :meth:`close`. One instance per process:
+    after a ``fork`` the child opens its own connection on first use.
+    """
+
+    FILENAME = "records.sqlite"
+
+    def __init__(self, folder, create: bool = True):
+        self.folder = Path(folder)
+        self.path = self.folder / self.FILENAME
+        if create:
+            self.check_writable(self.folder)
+        else:
+            if not self.folder.is_dir():
+                raise InputError(f"folder {str(self.folder)!r} does not exist (create=False)")
+            if not self.path.is_file():
+                raise InputError(f"no run store {self.FILENAME!r} in folder {str(self.folder)!r}")
+        self._pid = os.getpid()
+        self._conn: sqlite3.Connection | None = self._open()
+
+    # -- opening and validation ------------------------------------------------------------
+
+    @staticmethod
+    def check_writable(folder) -> Path:
+        """Create ``folder`` if missing and prove a file can be written there; else ``InputError``.
+
+        Cheap; call it before training so that an unwritable output folder fails at once.
+        """
+        path = Path(folder)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"folder {str(path)!r} is not a directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"folder {str(path)!r} cannot be created: {exc.strerror or exc}") from None
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-") as handle:
+                handle.write(b"ok")
+                handle.flush()
+        except OSError as exc:
+            raise InputError(f"folder {str(path)!r} is not writable: {exc.strerror or exc}") from None
+        return path
+
+    def _foreign(self, found: str) -> InputError:
+        return InputError(
+            f"{str(self.path)!r} is not an infobound run store: found {found}; expected an SQLite "
+            f"database with tables {sorted(_TABLES)} and meta package={PACKAGE!r}, "
+            f"schema_version={SCHEMA_VERSION}. Choose another output folder or move the file away."
+        )
+
+    def _check_header(self) -> None:
+        """Refuse a non-empty file that is not SQLite before SQLite touches it."""
+        try:
+            with open(self.path, "rb") as handle:
+                head = handle.read(len(_SQLITE_MAGIC))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise InputError(f"run store {str(self.path)!r} cannot be read: {exc}") from None
+        if head and head != _SQLITE_MAGIC:
+            raise self._foreign(f"a file that is not an SQLite database (starts with {head[:8]!r})")
+
+    def _validate(self, conn: sqlite3.Connection) -> bool:
+        """Read-only check of an existing database; True if it already is a valid store.
+
+        Returns False for an empty database (fresh file, or a kill before the schema was written);
+        raises ``InputError`` for anything else that is not a store of this schema version.
+        """
+        try:
+            tables = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if not row[0].startswith("sqlite_")
+            }
+        except sqlite3.DatabaseError as exc:
+            if _not_about_content(exc):
+                raise
+            raise self._foreign(f"an unreadable database ({exc})") from None
+        if not tables:
+            return False
+        if "meta" not in tables:
+            raise self._foreign(f"an SQLite database with tables {sorted(tables)}")
+        try:
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise self._foreign(f"a 'meta' table of another layout ({exc})") from None
+        if meta.get("package") != PACKAGE:
+            raise self._foreign(f"meta package={meta.get('package')!r}")
+        version = meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputError(
+                f"run store {str(self.path)!r} has schema_version={version!r}, but this version of "
+                f"{PACKAGE} reads schema_version={SCHEMA_VERSION} only; it was left unchanged. "
+                f"Use the {PACKAGE} version that wrote it, or choose another output folder."
+            )
+        if tables != _TABLES:
+            raise self._foreign(f"an SQLite database with tables {sorted(tables)}")
+        return True
+
+    def _validate_read_only(self) -> None:
+        """Validate an existing file through a read-only connection, which can never write it.
+
+        A read-write connection would also leave a foreign file's bytes alone when reading, except
+        that closing it checkpoints a foreign WAL file into the database. Where a read-only
+        connection cannot read (a hot rollback journal from a killed writer, no ``-shm`` file and a
+        read-only folder), validation falls back to the read-write connection, as SQLite recovery does.
+        """
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        # A read-only connection to a WAL database leaves -wal/-shm files behind; remove the ones it
+        # made (an empty -wal only) when the file is refused, so that a refusal leaves no trace.
+        siblings = [Path(f"{self.path}{suffix}") for suffix in ("-wal", "-shm")]
+        made = [p for p in siblings if not p.exists()]
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.OperationalError:
+            return
+        try:
+            conn.execute("BEGIN")
+            self._validate(conn)
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            if not _not_about_content(exc):
+                raise
+        except InputError:
+            conn.close()
+            for path in made:
+                if path.exists() and (path.name.endswith("-shm") or path.stat().st_size == 0):
+                    path.unlink(missing_ok=True)
+            raise
+        finally:
+            conn.close()
+
+    def _open(self) -> sqlite3.Connection:
+        self._check_header()
+        self._validate_read_only()
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # Validate inside a read transaction, before any statement that could write the file.
+            conn.execute("BEGIN")
+            try:
+                ready = self._validate(conn)
+            finally:
+                conn.execute("COMMIT")
+            self._use_wal(conn)
+            conn.execute("PRAGMA synchronous = FULL")
+            if not ready:
+                # Several processes may create the store at once: the write lock serialises them and
+                # the re-check lets exactly one of them write the schema.
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if not self._validate(conn):
+                        for statement in _SCHEMA:
+                            conn.execute(statement)
+                        conn.executemany(
+                            "INSERT INTO meta (name, value) VALUES (?, ?)",
+                            [("package", PACKAGE), ("schema_version", SCHEMA_VERSION)],
+                        )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _use_wal(conn: sqlite3.Connection) -> None:
+        """Switch to the WAL journal (persistent in the file); retry while others hold locks.
+
+        SQLite does not call the busy handler for this switch, which needs the database to itself,
+        so several processes opening a fresh store at once retry here until ``BUSY_TIMEOUT_S``.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                    return
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"run store {str(self.path)!r} is closed")
+        if os.getpid() != self._pid:  # forked child: never use the parent's connection
+            self._pid = os.getpid()
+            self._conn = self._open()
+        return self._conn
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            if os.getpid() == self._pid:
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else f"{len(self)} records"
+        return f"RunStore({str(self.folder)!r}, {state})"
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def has(self, key: str) -> bool:
+        """Whether a record with config key ``key`` is stored."""
+        return self._db.execute("SELECT 1 FROM records WHERE key = ?", (key,)).fetchone() is not None
+
+    def keys(self) -> set[str]:
+        """All stored config keys."""
+        return {row[0] for row in self._db.execute("SELECT key FROM records")}
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys of ``keys`` not yet stored, in the given order, each once."""
+        present = self.keys()
+        out: list[str] = []
+        seen: set[str] = set()
+        for key in keys:
+            if key not in present and key not in seen:
+                seen.add(key)
+                out.append(key)
+        return out
+
+    def get(self, key: str) -> dict | None:
+        """The record stored under ``key`` (with a ``"key"`` field), or None."""
+        row = self._db.execute("SELECT key, record FROM records WHERE key = ?", (key,)).fetchone()
+        return None if row is None else {_KEY_FIELD: row[0], **json.loads(row[1])}
+
+    def config(self, key: str) -> dict | None:
+        """The config stored under ``key``, or None."""
+        row = self._db.execute("SELECT config FROM records WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def records(self, where: Mapping | None = None) -> list[dict]:
+        """All records in insertion order, each with its ``"key"``; optionally filtered.
+
+        ``where`` maps field names to wanted values (a list/tuple/set means any of them); a record
+        matches when it has every field with a wanted value. ``True`` does not match ``1``.
+        """
+        if where is not None and not isinstance(where, Mapping):
+            raise InputError(f"where must be a mapping of field to value or None, got {where!r}")
+        rows = self._db.execute("SELECT key, record FROM records ORDER BY seq").fetchall()
+        out = []
+        for key, text in rows:
+            rec = {_KEY_FIELD: key, **json.loads(text)}
+            if where is None or all(f in rec and _matches(rec[f], w) for f, w in where.items()):
+                out.append(rec)
+        return out
+
+    # -- writes -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _encode(key, record: Mapping, config: Mapping) -> tuple[str, str, str, str]:
+        if not isinstance(key, str):
+            raise InputError(f"key must be a str from config_key(config), got {key!r}")
+        config_text = canonical_config_json(config)
+        expected = hashlib.sha256(config_text.encode("ascii")).hexdigest()
+        if key != expected:
+            raise InputError(f"key must equal config_key(config) = {expected!r}, got {key!r}")
+        created_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        return key, _record_json(record), config_text, created_at
+
+    _INSERT = "INSERT OR IGNORE INTO records (key, record, config, created_at) VALUES (?, ?, ?, ?)"
+
+    def put(self, key: str, record: Mapping, config: Mapping) -> bool:
+        """Store ``record`` under ``key`` in one transaction; False (row untouched) if ``key`` exists."""
+        return self.put_many([(key, record, config)]) == 1
+
+    def put_many(self, items: Iterable[tuple[str, Mapping, Mapping]]) -> int:
+        """Store ``(key, record, config)`` triples in one transaction: all of them or none.
+
+        Keys already stored (or repeated within ``items``) keep their first row. Any error, e.g. an
+        item that does not serialise, rolls the whole batch back. Returns the number newly inserted.
+        """
+        db = self._db
+        inserted = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for item in items:
+                if not (isinstance(item, tuple) and len(item) == 3):
+                    raise InputError(f"items must be (key, record, config) tuples, got {item!r}")
+                inserted += db.execute(self._INSERT, self._encode(*item)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return inserted
+
+    # -- export -------------------------------------------------------------------------------
+
+    def export_csv(self, path) -> Path:
+        """Write all records to a CSV file atomically; columns ``key`` then fields in first-seen order.
+
+        Missing fields and ``None`` are empty cells; floats are written exactly (``repr``). The file
+        is written to a temporary file in the same folder and moved into place with ``os.replace``.
+        """
+        target = Path(path)
+        if not target.parent.is_dir():
+            raise InputError(f"path {str(target)!r}: folder {str(target.parent)!r} does not exist")
+        rows = self.records()
+        columns: dict[str, None] = {_KEY_FIELD: None}
+        for rec in rows:
+            columns.update(dict.fromkeys(rec))
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0o600; an exported table is for reading
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(columns), restval="")
+                writer.writeheader()
+                for rec in rows:
+                    writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
+                                     for k, v in rec.items()})
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return target
