@@ -1,4 +1,4 @@
-"""Command line: ``infobound bound | plot | symbolic | presets``.
+"""Command line: ``infobound bound | plot | symbolic | presets | validate | report``.
 
 Every subcommand is a ``Command`` in the ``COMMANDS`` registry: one function adds its arguments to a
 sub-parser, another runs it and returns the exit status. A new subcommand is one ``register(...)``
@@ -462,3 +462,6 @@ register("presets", "list the preset models, or show one preset's layers", _pres
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+from .harness import commands as _harness_commands  # noqa: E402,F401 - registers validate and report
