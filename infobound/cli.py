@@ -459,9 +459,7 @@ register("symbolic", "the seed bound as a sympy expression, or the identities de
          _symbolic_arguments, _run_symbolic)
 register("presets", "list the preset models, or show one preset's layers", _presets_arguments, _run_presets)
 
+from .harness import commands as _harness_commands  # noqa: E402,F401 - registers validate and report
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-from .harness import commands as _harness_commands  # noqa: E402,F401 - registers validate and report

@@ -113,6 +113,7 @@ def run_group(group: GroupConfig, progress: Callable[[int], None] | None = None)
     from ..bounds import DEFAULT_SIGMA, seed_bound
     from ..lora import inject_lora, spec_from_model
     from ..quantize import UniformGrid, quantize_trainable_
+    from .closed_forms import linreg_losses
     from .tasks import get_task
     from .train import evaluate_stacked, train_stacked
 
@@ -151,9 +152,12 @@ def run_group(group: GroupConfig, progress: Callable[[int], None] | None = None)
             raise RuntimeError(f"the trained model's spec {spec} differs from the bound's {expected}")
         applicable = bits is not None and task.loss_kind == "zero_one"
         sb = seed_bound(spec, group.n, sigma=DEFAULT_SIGMA, bits=bits or 64) if applicable else None
+        closed = linreg_losses(task, model, group.mode) if task.name == "linreg" else {}
         for i, seed in enumerate(seeds):
-            records.append(_record(group, task, seed, bits, measured, i, spec.trainable_params, sb,
-                                   quantised, test_n=int(x_test.shape[1])))
+            record = _record(group, task, seed, bits, measured, i, spec.trainable_params, sb, quantised,
+                             test_n=int(x_test.shape[1]))
+            record.update({name: values[i] for name, values in closed.items()})
+            records.append(record)
         with torch.no_grad():  # back to the unquantised trained values for the next bit width
             for name, p in model.named_parameters():
                 if name in trained:

@@ -1,0 +1,183 @@
+"""Figures of run records: gap against rank and against n, test error per mode; PNG files.
+
+Each plot function takes records (as ``report.summarize`` does) that share the fixed quantities of
+the plot, and returns a ``matplotlib.figure.Figure`` with the Agg canvas (pyplot is never touched);
+``write_plots`` draws every plot the records support, one file per (task, n or rank, bits), each
+written atomically like the other report files. Means carry Student-t intervals (``stats.mean_ci``);
+slopes in n come from ``stats.loglog_slope``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..errors import InputError
+from .report import ConfigRow, _atomic_write, _config_rows, _normalize, _series
+from .stats import Interval, loglog_slope
+
+
+class PlotFiles(list):
+    """The written plot paths (a list of ``Path``); ``skipped`` says which plots were not drawn, why."""
+
+    def __init__(self, paths=(), skipped=()):
+        super().__init__(paths)
+        self.skipped: list[str] = list(skipped)
+
+
+def _errbar(ax, x, intervals: list[Interval], label: str, **kw):
+    """Means with CI half-widths as error bars (none where there is no CI)."""
+    y = [i.mean for i in intervals]
+    err = np.nan_to_num([i.half_width for i in intervals])
+    return ax.errorbar(x, y, yerr=err, capsize=3, marker="o", label=label, **kw)
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def _rank_axis(ax, configs: list[ConfigRow]) -> None:
+    ranks = sorted({c.rank for c in configs if c.rank > 0})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ranks, [str(r) for r in ranks])
+    ax.minorticks_off()
+
+
+def _figure(ncols: int = 1) -> tuple[Figure, list]:
+    fig = Figure(figsize=(4.2 * ncols + 0.8, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
+
+
+def _one(configs: list[ConfigRow], keys: tuple[str, ...], what: str) -> None:
+    if not configs:
+        raise InputError(f"records for {what} must contain at least one usable run")
+    for k in keys:
+        values = {getattr(c, k) for c in configs}
+        if len(values) > 1:
+            raise InputError(f"records for {what} must share one {k}, got {sorted(values, key=str)}; "
+                             "filter them first (write_plots does this)")
+
+
+def _gap_vs_rank(configs: list[ConfigRow], pct: str) -> Figure:
+    _one(configs, ("task", "n", "bits"), "a gap-vs-rank plot")
+    series = _series(configs, "rank")
+    modes = list(dict.fromkeys(m for m, _, _ in series))
+    if not modes:
+        raise InputError("records for a gap-vs-rank plot need a mode with a rank (full has none)")
+    fig, axes = _figure(len(modes))
+    for ax, mode in zip(axes, modes):
+        ax.set(title=mode, xlabel="rank r", ylabel="gap (test − train)")
+        for _, label, cs in (s for s in series if s[0] == mode):
+            tag = label[len(mode):]
+            _errbar(ax, [c.rank for c in cs], [c.gap for c in cs], f"mean gap ({pct} CI){tag}")
+            ok = [c for c in cs if c.applicable]
+            if ok:
+                b = np.array([c.bound for c in ok])
+                ax.plot([c.rank for c in ok], np.minimum(b, 1.0), "--", color="tab:red",
+                        label=f"seed bound (q={ok[0].bits}){tag}")
+                if np.any(b >= 1.0):
+                    ax.annotate(f"seed bound ≥ 1 (vacuous), clipped at 1; max {b.max():.3g}",
+                                (0.02, 0.55), xycoords="axes fraction", fontsize=7)
+            else:
+                ax.annotate(cs[0].note, (0.02, 0.55), xycoords="axes fraction", fontsize=7)
+        ax.axhline(0.0, color="grey", lw=0.5)
+        _rank_axis(ax, configs)
+        _legend(ax)
+    fig.suptitle(f"{configs[0].task}: gap vs rank, n={configs[0].n}")
+    return fig
+
+
+def _gap_vs_n(configs: list[ConfigRow], pct: str, n_boot: int) -> Figure:
+    _one(configs, ("task", "rank", "bits"), "a gap-vs-n plot")
+    fig, (ax,) = _figure(1)
+    ax.set_xscale("log")
+    ax.set_yscale("log", nonpositive="clip")
+    for _, label, cs in _series(configs, "n"):
+        pos, color = [c for c in cs if c.gap.mean > 0], None
+        if pos:
+            bars = _errbar(ax, [c.n for c in pos], [c.gap for c in pos], f"{label}: mean gap ({pct} CI)")
+            color = bars.lines[0].get_color()
+        if len(pos) < len(cs):
+            ax.annotate(f"{label}: {len(cs) - len(pos)} point(s) with mean gap ≤ 0 not shown",
+                        (0.02, 0.02), xycoords="axes fraction", fontsize=7)
+        if len(cs) >= 2:
+            s = loglog_slope([c.n for c in cs], [list(c.gap_by_seed.values()) for c in cs],
+                             n_boot=n_boot)
+            if math.isfinite(s.slope):
+                xs = np.array([cs[0].n, cs[-1].n], dtype=float)
+                ci = f"[{s.low:+.2f}, {s.high:+.2f}]" if math.isfinite(s.low) else "(no CI)"
+                ax.plot(xs, np.exp(s.intercept) * xs**s.slope, ":", color=color,
+                        label=f"{label} fit: slope {s.slope:+.2f} {ci}")
+    ax.set(xlabel="n (training examples)", ylabel="gap (test − train)",
+           title=f"{configs[0].task}: gap vs n, rank {configs[0].rank} (theory: slope −1/2)")
+    _legend(ax)
+    return fig
+
+
+def _test_error(configs: list[ConfigRow], pct: str) -> Figure:
+    _one(configs, ("task", "n", "bits"), "a test-error plot")
+    fig, (ax,) = _figure(1)
+    for _, label, cs in _series(configs, "rank"):
+        _errbar(ax, [c.rank for c in cs], [c.test for c in cs], label)
+    for c in (c for c in configs if c.rank <= 0):  # full fine-tuning has no rank: a level line
+        ax.axhline(c.test.mean, ls="--", color="grey", label=f"{c.mode} (no rank): {c.test.mean:.3g}")
+    _rank_axis(ax, configs)
+    ax.set(xlabel="rank r", ylabel=f"mean {configs[0].metric} ({pct} CI)",
+           title=f"{configs[0].task}: {configs[0].metric} per mode, n={configs[0].n}")
+    _legend(ax)
+    return fig
+
+
+def plot_gap_vs_rank(records, confidence: float = 0.95) -> Figure:
+    """Mean gap (CI error bars) against rank with the seed-bound curve, a panel per mode.
+
+    The records must share one task, n and bits."""
+    return _gap_vs_rank(_config_rows(_normalize(records), confidence, []), f"{100 * confidence:g}%")
+
+
+def plot_gap_vs_n(records, confidence: float = 0.95, n_boot: int = 2000) -> Figure:
+    """Mean gap against n on log-log axes with each line's fitted slope; one task, rank and bits."""
+    configs = _config_rows(_normalize(records), confidence, [])
+    return _gap_vs_n(configs, f"{100 * confidence:g}%", n_boot)
+
+
+def plot_test_error(records, confidence: float = 0.95) -> Figure:
+    """Mean test error (test loss for mse) with CI error bars per mode against rank; one task, n, bits."""
+    return _test_error(_config_rows(_normalize(records), confidence, []), f"{100 * confidence:g}%")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _atomic_write(path, buf.getvalue())
+    return path
+
+
+def write_plots(records, out_dir, confidence: float = 0.95, n_boot: int = 2000) -> PlotFiles:
+    """Every plot the records support, one file per (task, n or rank, bits); see ``.skipped``."""
+    configs = _config_rows(_normalize(records), confidence, [])
+    out, pct, files = Path(out_dir), f"{100 * confidence:g}%", PlotFiles()
+    cells: dict[tuple, list[ConfigRow]] = {}
+    for c in configs:
+        cells.setdefault(("n", c.task, c.n, c.bits), []).append(c)
+        cells.setdefault(("rank", c.task, c.rank, c.bits), []).append(c)
+    for (fixed, task, value, bits), cs in sorted(cells.items(), key=lambda kv: str(kv[0])):
+        tag = f"{task}_{'n' if fixed == 'n' else 'r'}{value}_q{bits or 'none'}"
+        if fixed == "n":
+            files.append(_save(_test_error(cs, pct), out / f"test_error_{tag}.png"))
+            if len({c.rank for c in cs if c.rank > 0}) >= 2:
+                files.append(_save(_gap_vs_rank(cs, pct), out / f"gap_vs_rank_{tag}.png"))
+            else:
+                files.skipped.append(f"gap vs rank for {tag}: fewer than 2 ranks")
+        elif len({c.n for c in cs}) >= 2:
+            files.append(_save(_gap_vs_n(cs, pct, n_boot), out / f"gap_vs_n_{tag}.png"))
+        else:
+            files.skipped.append(f"gap vs n for {tag}: one n only ({cs[0].n})")
+    return files

@@ -1,0 +1,223 @@
+"""The task interface and what the tasks share: configs, the MLP, pretraining and its cache.
+
+``Task`` is the interface (see the package docstring); ``TaskConfig`` validates a task's settings;
+``mlp`` builds the ``fc1 -> ReLU -> fc2 -> ReLU -> head`` network of the classification tasks, which
+``_PretrainedMLP`` pretrains once per config and process (``clear_pretrain_cache`` forgets it).
+
+No global RNG is touched: numpy draws use ``np.random.default_rng([seed, stream tag])``, one tag per
+purpose; torch initialisation runs inside ``torch.random.fork_rng``; minibatches use a
+``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import InputError, check_int
+
+# Stream tags: a numpy Generator is seeded with [seed, tag], so no two purposes share a stream.
+_TEACHER, _CALIB, _PRETRAIN, _TRAIN_X, _TRAIN_NOISE, _TEST_X, _TEST_NOISE = range(1, 8)
+
+
+def _check_float(name: str, value, low: float, high: float = math.inf, open_low: bool = False) -> float:
+    """A finite float in [low, high] ((low, high] if ``open_low``), else ``InputError``."""
+    allowed = f"a number in {'(' if open_low else '['}{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise InputError(f"{name} must be {allowed}, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value > high or value < low or (open_low and value == low):
+        raise InputError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def _check_choice(name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class TaskConfig:
+    """Settings of a task, validated on construction. ``seed`` fixes all but the training sets.
+    ``_rules``: field -> ``("int", low[, high])``, ``("float", low, high, open_low)`` or ``("choice", allowed)``."""
+
+    seed: int = 0
+    _rules: ClassVar[dict[str, tuple]] = {}
+
+    def __post_init__(self) -> None:
+        self._set("seed", check_int("seed", self.seed, 0))
+        for name, (kind, *args) in self._rules.items():
+            value = getattr(self, name)
+            if kind == "int":
+                self._set(name, check_int(name, value, *args))
+            elif kind == "float":
+                self._set(name, _check_float(name, value, *args))
+            else:
+                _check_choice(name, value, *args)
+
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+
+
+# ------------------------------------------------------------------------------------- helpers
+def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    """``fc1 -> ReLU -> fc2 -> ReLU -> head``, initialised from the global torch RNG (fork it)."""
+    return nn.Sequential(OrderedDict(
+        fc1=nn.Linear(d_in, hidden), act1=nn.ReLU(),
+        fc2=nn.Linear(hidden, hidden), act2=nn.ReLU(),
+        head=nn.Linear(hidden, d_out),
+    ))  # fmt: skip
+
+
+def _build(factory, state: dict[str, torch.Tensor]) -> nn.Module:
+    """``factory()`` with ``state`` loaded (copied: every model owns its tensors); global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        model = factory()
+    model.load_state_dict(state)
+    return model
+
+
+def _pretrain(factory, x: torch.Tensor, y: torch.Tensor, seed: int, steps: int, lr: float,
+              batch_size: int) -> dict[str, torch.Tensor]:
+    """Adam on cross-entropy, minibatches drawn with replacement; deterministic in ``seed``. One intra-op
+    thread (restored after): the nets are tiny, more threads only contend and reorder float reductions."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = factory()
+    batches = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.enable_grad():  # also when the caller runs under torch.no_grad()
+            for _ in range(steps):
+                idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=batches)
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+_STATES: dict[TaskConfig, dict[str, torch.Tensor]] = {}  # pretrained weights by config, in memory
+_STATES_LOCK = threading.Lock()
+
+
+def clear_pretrain_cache(config: TaskConfig | None = None) -> None:
+    """Forget the pretrained weights of ``config`` (default: of every config); they are trained again."""
+    with _STATES_LOCK:
+        for key in [config] if config is not None else list(_STATES):
+            _STATES.pop(key, None)
+
+
+def _cached_state(config: TaskConfig, train) -> dict[str, torch.Tensor]:
+    """The pretrained weights for ``config``: ``train()`` once per process (about a second)."""
+    with _STATES_LOCK:
+        if config in _STATES:
+            return _STATES[config]
+    state = train()
+    with _STATES_LOCK:
+        return _STATES.setdefault(config, state)
+
+
+def _rng(*entropy: int) -> np.random.Generator:
+    return np.random.default_rng(list(entropy))
+
+
+def _orthonormal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """(rows, cols) with orthonormal columns, Haar-distributed (QR of a Gaussian, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((rows, cols)))
+    return q * np.sign(np.diag(r))
+
+
+# ------------------------------------------------------------------------------------ the tasks
+class Task(ABC):
+    """A pretrained network, a target task and its data (see the module docstring for ``loss_kind``).
+
+    Attributes: ``name``, ``loss_kind``, ``config``, ``d_in``, ``d_out``, ``n_classes`` (None for mse),
+    ``max_n`` (the largest training set), ``default_targets`` (the ``nn.Linear`` layers adapted by default).
+    """
+
+    name: ClassVar[str]
+    loss_kind: ClassVar[str]
+    config_class: ClassVar[type[TaskConfig]]
+    default_targets: ClassVar[tuple[str, ...]]
+    d_in: int
+    d_out: int
+    n_classes: int | None
+    max_n: int
+
+    def __init__(self, config: TaskConfig | None = None):
+        config = self.config_class() if config is None else config
+        if not isinstance(config, self.config_class):
+            raise InputError(f"config for task {self.name!r} must be a {self.config_class.__name__}, "
+                             f"got {type(config).__name__}")
+        self.config = config
+
+    @abstractmethod
+    def base_model(self) -> nn.Module:
+        """A fresh copy of the pretrained network (independent tensors, identical values every call)."""
+
+    def train_set(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n target training examples ``(x (n, d_in) float32, y)``; deterministic in ``(n, seed)``."""
+        return self._train_set(*self._check_draw(n, seed))
+
+    def _check_draw(self, n, seed) -> tuple[int, int]:
+        n = check_int("n", n, 1)
+        if n > self.max_n:
+            raise InputError(f"n must be an integer in [1, {self.max_n}] (max_n of task {self.name!r}), got {n}")
+        return n, check_int("seed", seed, 0)
+
+    @abstractmethod
+    def _train_set(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @abstractmethod
+    def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed held-out target test set (fresh tensors on every call)."""
+
+    @abstractmethod
+    def source_test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Held-out inputs labelled by the pretraining (source) task, for before/after comparisons."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The task and its split, in words, for the report."""
+
+
+class _PretrainedMLP(Task):
+    """A classification task whose network is ``mlp(d_in, hidden, n_classes)`` pretrained on a source set."""
+
+    loss_kind = "zero_one"
+    default_targets = ("fc1", "fc2")  # the head stays frozen, so d_train is the adapter's alone
+
+    @abstractmethod
+    def pretrain_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The source examples the network is pretrained on."""
+
+    def _factory(self) -> nn.Module:
+        return mlp(self.d_in, self.config.hidden, self.n_classes)
+
+    def base_model(self) -> nn.Module:
+        cfg = self.config
+        train = lambda: _pretrain(self._factory, *self.pretrain_set(), cfg.seed,  # noqa: E731
+                                  cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch_size)
+        return _build(self._factory, _cached_state(cfg, train))
+
+    def _accuracies(self) -> list[float]:
+        """The pretrained network's test accuracy on the source labels and on the target task."""
+        model = self.base_model()
+        with torch.no_grad():
+            return [float((model(x).argmax(-1) == y).float().mean()) for x, y in (self.source_test_set(), self.test_set())]

@@ -1,0 +1,69 @@
+"""Figures: error bars against scipy's t-intervals; the module imports on its own and via ``report``.
+
+The plotted means and files are also checked in test_report.py, through ``report``'s names.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from infobound.errors import InputError
+from infobound.harness import figures, report
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_ERRORS = {  # (mode, rank) -> test error per seed, chosen by hand
+    ("lora", 2): [0.20, 0.25, 0.22, 0.27],
+    ("lora", 4): [0.18, 0.21, 0.19, 0.30],
+    ("b_only", 2): [0.31, 0.29, 0.35, 0.30],
+    ("b_only", 4): [0.26, 0.24, 0.28, 0.21],
+}
+
+
+def records():
+    return [dict(task="hand", mode=mode, rank=rank, n=50, seed=s, bits=8, test_error=e,
+                 train_error=e - 0.1, bound=0.5)
+            for (mode, rank), errors in TEST_ERRORS.items() for s, e in enumerate(errors)]
+
+
+def test_error_bars_are_scipy_t_intervals():
+    ax = figures.plot_test_error(records(), confidence=0.9).axes[0]
+    for mode in ("lora", "b_only"):
+        bars = next(c for c in ax.containers if c.get_label() == mode)
+        values = [TEST_ERRORS[mode, r] for r in (2, 4)]
+        assert np.allclose(bars.lines[0].get_xdata(), [2, 4])
+        assert np.allclose(bars.lines[0].get_ydata(), [np.mean(v) for v in values])
+        segments = bars.lines[2][0].get_segments()  # one vertical segment per rank: (low, high)
+        assert len(segments) == 2
+        for seg, v in zip(segments, values):
+            low, high = sps.t.interval(0.9, len(v) - 1, loc=np.mean(v), scale=sps.sem(v))
+            assert (seg[0][1], seg[1][1]) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_gap_vs_rank_needs_one_n():
+    mixed = records() + [dict(r, n=80) for r in records()]
+    with pytest.raises(InputError, match="must share one n"):
+        figures.plot_gap_vs_rank(mixed)
+
+
+def test_report_reexports_the_plotting_names():
+    for name in ("PlotFiles", "plot_gap_vs_rank", "plot_gap_vs_n", "plot_test_error", "write_plots"):
+        assert getattr(report, name) is getattr(figures, name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        report.no_such_name  # noqa: B018
+
+
+def test_either_module_imports_first_in_a_fresh_process():
+    code = ("import sys\n"
+            "import infobound.harness.report as r\n"
+            "assert 'matplotlib' not in sys.modules, 'summarising alone imports matplotlib'\n"
+            "from infobound.harness.report import write_plots\n"
+            "import infobound.harness.figures as f\n"
+            "assert write_plots is f.write_plots\n")
+    other = "from infobound.harness.figures import write_plots\nfrom infobound.harness.report import PlotFiles\n"
+    for source in (code, other):
+        done = subprocess.run([sys.executable, "-c", source], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
