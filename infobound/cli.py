@@ -461,5 +461,7 @@ register("presets", "list the preset models, or show one preset's layers", _pres
 
 from .harness import commands as _harness_commands  # noqa: E402,F401 - registers validate and report
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m infobound.cli: run the imported module, where commands registered
+    from infobound.cli import main as _main
+
+    sys.exit(_main())
