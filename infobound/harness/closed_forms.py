@@ -92,7 +92,7 @@ def linreg_table(records) -> str:
         "| excess (trained − optimum) | Haar expectation of the optimum | test loss (estimate) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (mode, rank, n, bits), recs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for (mode, rank, n, bits), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], str(kv[0][3]))):
         pop = np.mean([r["population_loss"] for r in recs])
         opt = np.mean([r["optimal_loss"] for r in recs])
         exp = recs[0]["expected_loss"]

@@ -372,7 +372,8 @@ def _distinct(values) -> str:
 
 def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
     """A Markdown report: what was run, verdicts, claims, rates, legend. ``meta`` adds lines (δ,
-    versions, ...); ``meta["title"]`` sets the title and ``meta["plots"]`` lists images to show."""
+    versions, ...); ``meta["title"]`` sets the title, ``meta["plots"]`` lists images to show and
+    ``meta["sections"]`` adds Markdown sections."""
     meta, pct, cs = dict(meta or {}), f"{100 * summary.confidence:g}%", summary.configs
     seeds = [c.seeds for c in cs] or [0]
     lines = [f"# {meta.pop('title', 'infobound report')}", "", "## What was run", ""]
@@ -384,6 +385,7 @@ def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
              ("alpha", _distinct(c.alpha for c in cs if c.alpha is not None)),
              ("init", _distinct(str(c.init) for c in cs)), ("loss", _distinct(c.loss_kind for c in cs))]
     plots = meta.pop("plots", [])
+    sections = meta.pop("sections", [])  # further Markdown sections, placed before the legend
     facts += [({"delta": "δ (failure probability)"}.get(k, k), v) for k, v in meta.items()]
     lines += [f"- {k}: {v}" for k, v in facts]
     lines += ["", "## Verdicts: seed bound against the measured gap", "",
@@ -425,6 +427,7 @@ def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
              f"{r.theory:+g}" if r.against == "n" else f"≤ {r.theory:+g}", r.agrees, r.slope.reason]
             for r in summary.rates]
     lines += _table(header, rows) if rows else ["No rate: no mode has 2 or more n (or ranks)."]
+    lines += [part for section in sections for part in ("", section.rstrip("\n"))]
     lines += ["", "## Legend", ""] + [f"- **{v.value}**: {v.__doc__}" for v in Verdict]
     lines += ["- supported **yes / no / unclear**: the CI decides the claim one way, the other, or "
               "not at all (including too few seeds for a CI)."]

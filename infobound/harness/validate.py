@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..presets import select_layers
 from ..spec import Mode, check_rank
+from .closed_forms import linreg_table
 from .sweep import SweepConfig, linear_layers
 
 SETTINGS_FILE = "sweep.json"
@@ -77,15 +78,26 @@ def write_report(out, records=None) -> dict:
     summary = report.summarize(records)
     csv_path = report.write_csv(records, out / "records.csv")
     plots = report.write_plots(records, out)
-    meta = {"title": f"infobound validate: task {records[0]['task']}",
-            "plots": [p.name for p in plots]}
-    settings = _read_json(out / SETTINGS_FILE)
-    if settings:
-        meta["settings"] = settings
+    meta = {"title": f"infobound validate: task {records[0]['task']}", **_describe_setting(records[0]),
+            "plots": [p.name for p in plots], "sections": [linreg_table(records)]}
     md_path = report.write_markdown(summary, out / "summary.md", meta)
     return {"summary": summary, "table": report.format_verdict_table(summary), "csv": csv_path,
             "markdown": md_path, "plots": list(plots), "skipped_plots": list(plots.skipped),
             "records": len(records)}
+
+
+def _describe_setting(record: dict) -> dict:
+    """Folder-wide settings of a sweep, in words, from one of its records."""
+    from .tasks import get_task
+
+    return {
+        "task details": get_task(record["task"]).describe(),
+        "training": f"full-batch Adam, {record['steps']} steps, step size {record['lr']}; adapted layers: "
+                    f"{record.get('targets') or 'the task default'}",
+        "quantisation": f"trained parameters rounded after training to a uniform grid on "
+                        f"[−{record['clip']}, {record['clip']}] fixed before training (2^bits points)",
+        "versions": record.get("versions", "unknown"),
+    }
 
 
 def _settings(config: SweepConfig) -> dict:
@@ -114,10 +126,3 @@ def _write_json(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, default=str)
     os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
