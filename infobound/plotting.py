@@ -9,9 +9,7 @@ shaded band with ``gid="vacuous"``. ``save_figure`` writes a figure atomically.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from .bounds import DEFAULT_SIGMA, seed_bound
 from .errors import InputError
+from .files import atomic_output
 from .spec import ALL_MODES, AdapterSpec, Mode
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -133,18 +132,10 @@ def save_figure(fig: Figure, path, *, name: str = "path") -> Path:
     path = Path(path)
     fmt = check_output_path(path, name=name)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InputError(f"{name}: cannot write into folder {str(path.parent)!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_output(path, "wb") as handle:
             fig.savefig(handle, format=fmt)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        raise InputError(f"{name}: cannot write into folder {str(path.parent)!r}: {exc.strerror}") from None
     return path
 
 
@@ -212,9 +203,3 @@ def _model(spec: AdapterSpec, model: str | None) -> str:
 def _num(value) -> str:
     value = float(value)
     return f"{int(value):,}" if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

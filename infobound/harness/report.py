@@ -18,7 +18,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_write
 from ..spec import Mode
 from .stats import (CONFIG_KEYS, SUPPORT_RULES, Interval, Slope, Verdict, claim_support,
                     group_records, loglog_slope, mean_ci, seed_matched_difference, verdict)
@@ -460,16 +460,7 @@ def format_verdict_table(summary: Summary) -> str:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data)
 
 
 def write_csv(records, path) -> Path:

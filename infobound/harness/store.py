@@ -36,6 +36,7 @@ from numbers import Integral, Real
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import atomic_output
 
 __all__ = ["SCHEMA_VERSION", "PACKAGE", "RunStore", "config_key"]
 
@@ -479,20 +480,10 @@ class RunStore:
         columns: dict[str, None] = {_KEY_FIELD: None}
         for rec in rows:
             columns.update(dict.fromkeys(rec))
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0o600; an exported table is for reading
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(columns), restval="")
-                writer.writeheader()
-                for rec in rows:
-                    writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
-                                     for k, v in rec.items()})
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_output(target, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(columns), restval="")
+            writer.writeheader()
+            for rec in rows:
+                writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
+                                 for k, v in rec.items()})
         return target

@@ -8,12 +8,11 @@ so ``infobound report DIR`` reproduces it without training.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import atomic_write
 from ..presets import select_layers
 from ..spec import Mode, check_rank
 from .closed_forms import linreg_table
@@ -122,7 +121,4 @@ def _check_same_settings(store, config: SweepConfig) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, default=str))
