@@ -107,7 +107,22 @@ class GroupConfig:
 
 
 def run_group(group: GroupConfig, progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Train the group's stack, evaluate every replica at every bit width; one record per (seed, bits)."""
+    """Train the group's stack, evaluate every replica at every bit width; one record per (seed, bits).
+
+    Runs on one torch thread (restored afterwards): the stacked matrices are small, and several
+    threads on a busy machine made the same sweep tens of times slower.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_group(group, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> list[dict]:
     import torch
 
     from ..bounds import DEFAULT_SIGMA, seed_bound

@@ -40,12 +40,16 @@ def check_sweep(config: SweepConfig, out: Path):
         check_rank(max(config.ranks), layers)  # names the layer that limits the rank
     RunStore.check_writable(out)
     store = RunStore(out)  # a foreign or incompatible store: InputError, file untouched
-    _check_same_settings(store, config)
+    try:
+        _check_same_settings(store, config)
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
 def validate(config: SweepConfig, out, *, progress: bool = True, executor=None) -> dict:
-    """Run the sweep (skipping stored runs) and write the report; return paths and counts."""
+    """Run the sweep (skipping stored runs) and write the report of every record in the folder."""
     from .sweep import run_sweep
 
     out = Path(out)
@@ -53,8 +57,7 @@ def validate(config: SweepConfig, out, *, progress: bool = True, executor=None) 
     with store:
         _write_json(out / SETTINGS_FILE, _settings(config))
         counts = run_sweep(config, store, executor=executor, progress=progress)
-        wanted = {k for g in config.groups() for k in g.keys()}
-        records = [r for r in store.records() if r["key"] in wanted]
+        records = store.records()  # the whole folder, as `infobound report DIR` sees it
     result = write_report(out, records)
     result["counts"] = counts
     return result
@@ -78,7 +81,7 @@ def write_report(out, records=None) -> dict:
     csv_path = report.write_csv(records, out / "records.csv")
     plots = report.write_plots(records, out)
     meta = {"title": f"infobound validate: task {records[0]['task']}", **_describe_setting(records[0]),
-            "plots": [p.name for p in plots], "sections": [linreg_table(records)]}
+            "plots": [str(p) for p in plots], "sections": [linreg_table(records)]}
     md_path = report.write_markdown(summary, out / "summary.md", meta)
     return {"summary": summary, "table": report.format_verdict_table(summary), "csv": csv_path,
             "markdown": md_path, "plots": list(plots), "skipped_plots": list(plots.skipped),
