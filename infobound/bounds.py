@@ -87,8 +87,8 @@ def seed_bound(
         bits=_out(bits),
         n=_out(n),
         sigma=_out(sigma),
-        trainable_params=_out(d_train),
-        info_bits=_out(info_bits),
+        trainable_params=_count(d_train),
+        info_bits=_count(info_bits),
         info_nats=_out(info_nats),
         bound=_out(bound),
         vacuous=_out(vacuous),
@@ -194,6 +194,12 @@ def _allowed_text(low, high, open_low, integer) -> str:
 def _fmt(x) -> str:
     x = float(x)
     return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)
+
+
+def _count(value):
+    """A parameter or bit count: a Python int for a scalar (exact below 2**53), else a float64 array."""
+    arr = np.asarray(value)
+    return int(arr) if arr.ndim == 0 else arr
 
 
 def _out(value):
