@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from infobound.errors import InputError
-from infobound.harness.sweep import SweepConfig, _frozen_seed, run_group
+from infobound.harness.sweep import SweepConfig, _frozen_seed, default_workers, process_pool, run_group
 from infobound.harness.tasks import get_task
 from infobound.harness.train import train_stacked
 from infobound.lora import inject_lora, trainable_parameters
@@ -178,6 +178,20 @@ def compare(records: list[dict], looped: dict) -> dict:
     }
 
 
+def pooled_way(config: SweepConfig, workers: int) -> tuple[float, list[dict]]:
+    """Every group through ``run_group`` in ``workers`` processes; returns (wall seconds, records)."""
+    t0 = time.perf_counter()
+    with process_pool(workers) as pool:
+        records = [r for group_records in pool.map(run_group, config.groups()) for r in group_records]
+    return time.perf_counter() - t0, records
+
+
+def _same_records(a: list[dict], b: list[dict]) -> bool:
+    strip = lambda recs: sorted((r["key"], {k: v for k, v in r.items() if k != "wall_time"}) for r in recs)  # noqa: E731
+    return [k for k, _ in strip(a)] == [k for k, _ in strip(b)] and all(
+        x == y for (_, x), (_, y) in zip(strip(a), strip(b)))
+
+
 def part_sweep(args) -> None:
     try:
         config = SweepConfig(task=args.task, modes=tuple(args.modes), ranks=tuple(args.ranks), ns=tuple(args.ns),
@@ -198,10 +212,15 @@ def part_sweep(args) -> None:
           f"(each evaluated at {len(config.bits)} bit width(s))")
 
     t_harness, harness_by_n, records = harness_way(config)
+    t_pool, pooled = pooled_way(config, args.workers)
     t_loop, loop_by_n, looped = loop_way(config, task)
     print(f"   harness (run_group, stacked seeds): {t_harness:8.2f} s  {runs / t_harness:7.2f} runs/s")
+    print(f"   harness, {args.workers} worker processes:    {t_pool:8.2f} s  {runs / t_pool:7.2f} runs/s "
+          f"(as infobound validate runs it; process start-up and pretraining included; records "
+          f"{'identical' if _same_records(records, pooled) else 'DIFFERENT'})")
     print(f"   one run at a time (plain loop):     {t_loop:8.2f} s  {runs / t_loop:7.2f} runs/s")
-    print(f"   speed-up: {t_loop / t_harness:.2f}x (target >= 5x)")
+    print(f"   speed-up: {t_loop / t_harness:.2f}x in one process, {t_loop / t_pool:.2f}x with "
+          f"{args.workers} workers (target >= 5x)")
     run_steps = runs // len(config.ns) * config.steps  # (run, step) pairs at each n
     for n in config.ns:
         h, lo = harness_by_n[n], loop_by_n[n]
@@ -427,6 +446,8 @@ def main() -> None:
     parser.add_argument("--ranks", type=_csv(int), default=None, help="default 1,4")
     parser.add_argument("--ns", type=_csv(int), default=None, help="training-set sizes; default 100,400")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration; default 12")
+    parser.add_argument("--workers", type=_positive, default=default_workers(),
+                        help="worker processes for the pooled harness way (default: one per core, at most 4)")
     parser.add_argument("--bits", type=_csv(_bits), default=[8], help="bit widths, 'none' = unquantised; default 8")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps per run; default 200")
     parser.add_argument("--lr", type=float, default=1e-2)

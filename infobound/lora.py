@@ -214,26 +214,34 @@ class LoRALinear(nn.Module):
         return self.scaling * (self.lora_B @ self.lora_A)  # (d_out, r) @ (r, d_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stack is not None:
+            return self._forward_stacked(x)
         out = self.base(x)
         if self.merged:
             return out
-        if self.stack is None:
-            if self.mode is Mode.FULL:
-                return out + nn.functional.linear(x, self.lora_delta)
-            h = nn.functional.linear(x, self.lora_A)  # (..., d_in) -> (..., r)
-            return out + self.scaling * nn.functional.linear(h, self.lora_B)  # -> (..., d_out)
+        if self.mode is Mode.FULL:
+            return out + nn.functional.linear(x, self.lora_delta)
+        h = nn.functional.linear(x, self.lora_A)  # (..., d_in) -> (..., r)
+        return out + self.scaling * nn.functional.linear(h, self.lora_B)  # -> (..., d_out)
+
+    def _forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """Replica k: x_k @ (W0 + ΔW_k)ᵀ + bias, with ΔW_k = scaling · B_k A_k (or the delta).
+
+        Forming the K adapted weights first costs K·d_out·r·d_in, far less than the batch's products,
+        and turns three matmuls per layer (base, A, B) into one batched product.
+        """
         if x.dim() < 2 or x.shape[0] != self.stack:
             raise InputError(
                 f"input of a stacked layer must have shape (K={self.stack}, ..., d_in={self.d_in}), "
                 f"got {tuple(x.shape)}"
             )
         x3 = x.reshape(self.stack, -1, self.d_in)  # (K, batch, d_in)
-        if self.mode is Mode.FULL:
-            upd = torch.bmm(x3, self.lora_delta.transpose(1, 2))  # (K, b, d_in) @ (K, d_in, d_out)
+        weight = self.base.weight + self.delta_weight()  # (d_out, d_in) + (K, d_out, d_in)
+        if self.base.bias is None:
+            out = torch.bmm(x3, weight.transpose(1, 2))  # (K, b, d_in) @ (K, d_in, d_out)
         else:
-            h = torch.bmm(x3, self.lora_A.transpose(1, 2))  # (K, b, d_in) @ (K, d_in, r)
-            upd = self.scaling * torch.bmm(h, self.lora_B.transpose(1, 2))  # (K, b, r) @ (K, r, d_out)
-        return out + upd.reshape(out.shape)
+            out = torch.baddbmm(self.base.bias, x3, weight.transpose(1, 2))
+        return out.reshape(*x.shape[:-1], self.d_out)
 
     # ------------------------------------------------------------------------------ merging
     @torch.no_grad()

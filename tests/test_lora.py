@@ -67,7 +67,12 @@ def test_adapted_model_equals_base_at_init_exactly(mode, init):
     stacked = copy.deepcopy(base)
     inject_lora(stacked, "all-linear", rank=2, mode=mode, init=init, stack=3, seeds=[1, 2, 3])
     xs = x_like(3, 5, 16)
-    assert torch.equal(stacked(xs), base(xs))
+    # the stacked layer adds ΔW = 0 to W0 exactly, then multiplies in one batched product (bmm),
+    # whose rounding may differ from nn.Linear's in the last bit
+    for layer in stacked.modules():
+        if hasattr(layer, "delta_weight"):
+            assert not layer.delta_weight().any()
+    torch.testing.assert_close(stacked(xs), base(xs), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("mode", MODES)

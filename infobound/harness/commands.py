@@ -9,7 +9,8 @@ import argparse
 import sys
 
 from ..cli import _integer, _modes, _number, register
-from .sweep import SweepConfig
+from ..errors import check_int
+from .sweep import SweepConfig, default_workers
 
 DEFAULTS = SweepConfig()
 
@@ -62,6 +63,9 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frozen factor's draw: orthonormal, gaussian or kaiming (default orthonormal)")
     parser.add_argument("--targets", default=None,
                         help="comma list of module names to adapt (default: the task's hidden layers)")
+    parser.add_argument("--workers", type=_integer, default=None,
+                        help="processes training configurations in parallel, one thread each "
+                             "(default: one per core, at most 4); records do not depend on it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -74,7 +78,8 @@ def _run_validate(args) -> int:
     config = SweepConfig(task=args.task, modes=args.modes, ranks=args.ranks, ns=args.ns, seeds=args.seeds,
                          bits=args.bits, alpha=args.alpha, init=init, steps=args.steps, lr=args.lr,
                          clip=args.clip, targets=targets)
-    result = validate(config, args.out, progress=not args.no_progress)
+    workers = default_workers() if args.workers is None else check_int("--workers", args.workers, 1)
+    result = validate(config, args.out, progress=not args.no_progress, workers=workers)
     counts = result["counts"]
     print(result["table"])
     print(f"\n{counts['groups']} configurations × {config.seeds} seeds: {counts['skipped']} already stored, "

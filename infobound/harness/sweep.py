@@ -265,6 +265,27 @@ def linear_layers(model) -> list[LayerSpec]:
             for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 
+def process_pool(workers: int):
+    """An executor running groups in ``workers`` fresh processes (``spawn``: safe with torch's threads).
+
+    Each group trains on one thread, so on a machine with C cores up to C groups run at once; the
+    records are the same as in one process (each group is a pure function of its config).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = check_int("workers", workers, 1)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def default_workers() -> int:
+    """One worker process per available core, at most 4."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
+
+
 def versions() -> str:
     import numpy
     import torch

