@@ -8,11 +8,35 @@ exactly this class to turn a message into one stderr line and exit status 2, so 
 from __future__ import annotations
 
 import math
+from enum import Enum
 from numbers import Integral, Real
 
 
 class InputError(ValueError):
     """Raised for invalid user input; the message names the parameter and what is allowed."""
+
+
+class Choice(str, Enum):
+    """A string option (``Mode``, ``FrozenInit``, ...): users pass the member or its value."""
+
+    @classmethod
+    def option_name(cls) -> str:
+        """The parameter's name in error messages."""
+        return cls.__name__.lower()
+
+    @classmethod
+    def parse(cls, value):
+        """Accept a member or its string value; raise ``InputError`` listing the allowed values."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise InputError(f"{cls.option_name()} must be one of {allowed}, got {value!r}") from None
+
+    def __str__(self) -> str:  # "b_only", not "Mode.B_ONLY", in messages and tables
+        return self.value
 
 
 def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from enum import Enum
 from numbers import Real
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError, check_int
+from .errors import Choice, InputError, check_int
 from .presets import ALL_LINEAR, parse_targets
 from .spec import AdapterSpec, LayerSpec, Mode
 
@@ -58,7 +57,7 @@ __all__ = [
 ]
 
 
-class FrozenInit(str, Enum):
+class FrozenInit(Choice):
     """How the random factor is drawn (the frozen one; in ``lora`` mode, A as in standard LoRA)."""
 
     ORTHONORMAL = "orthonormal"
@@ -75,18 +74,8 @@ class FrozenInit(str, Enum):
     tensor's second dimension: ``d_in`` for ``A: (r, d_in)``, ``r`` for a frozen ``B: (d_out, r)``."""
 
     @classmethod
-    def parse(cls, value: "FrozenInit | str") -> "FrozenInit":
-        """Accept a ``FrozenInit`` or its string value; raise ``InputError`` listing the allowed ones."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise InputError(f"init must be one of {allowed}, got {value!r}") from None
-
-    def __str__(self) -> str:
-        return self.value
+    def option_name(cls) -> str:
+        return "init"
 
 
 # ------------------------------------------------------------------------------------ draws

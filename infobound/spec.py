@@ -14,14 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
 
-from .errors import InputError, check_int
+from .errors import Choice, InputError, check_int
 
 MAX_BITS = 64
 
 
-class Mode(str, Enum):
+class Mode(Choice):
     """Which parameters of each adapted layer are trained."""
 
     LORA = "lora"
@@ -33,19 +32,6 @@ class Mode(str, Enum):
     FULL = "full"
     """The whole target matrix trains (full fine-tuning of the adapted layers): d_in·d_out per layer."""
 
-    @classmethod
-    def parse(cls, value: "Mode | str") -> "Mode":
-        """Accept a ``Mode`` or its string value; raise ``InputError`` listing the allowed modes."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise InputError(f"mode must be one of {allowed}, got {value!r}") from None
-
-    def __str__(self) -> str:  # "b_only", not "Mode.B_ONLY", in messages and tables
-        return self.value
 
 
 ALL_MODES: tuple[Mode, ...] = tuple(Mode)

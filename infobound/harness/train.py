@@ -26,7 +26,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from numbers import Real
 
 import numpy as np
@@ -34,13 +33,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import InputError, check_int
+from ..errors import Choice, InputError, check_int
 from ..lora import lora_layers, stack_size, trainable_parameters
 
 __all__ = ["Loss", "TrainResult", "evaluate_stacked", "train_stacked"]
 
 
-class Loss(str, Enum):
+class Loss(Choice):
     """Training / evaluation loss."""
 
     CROSS_ENTROPY = "cross_entropy"
@@ -48,18 +47,6 @@ class Loss(str, Enum):
     MSE = "mse"
     """Mean squared error over examples and outputs, targets ``(K, n, d_out)`` (or ``(K, n)`` if d_out = 1)."""
 
-    @classmethod
-    def parse(cls, value: "Loss | str") -> "Loss":
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise InputError(f"loss must be one of {allowed}, got {value!r}") from None
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
