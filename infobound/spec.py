@@ -33,7 +33,6 @@ class Mode(Choice):
     """The whole target matrix trains (full fine-tuning of the adapted layers): d_in·d_out per layer."""
 
 
-
 ALL_MODES: tuple[Mode, ...] = tuple(Mode)
 
 

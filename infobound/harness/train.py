@@ -48,7 +48,6 @@ class Loss(Choice):
     """Mean squared error over examples and outputs, targets ``(K, n, d_out)`` (or ``(K, n)`` if d_out = 1)."""
 
 
-
 @dataclass(frozen=True)
 class TrainResult:
     """What ``train_stacked`` did; the model itself is trained in place."""
