@@ -107,19 +107,8 @@ class GroupConfig:
 
 
 def run_group(group: GroupConfig, progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Train the group's stack, evaluate every replica at every bit width; one record per (seed, bits).
-
-    Runs on one torch thread (restored afterwards): the stacked matrices are small, and several
-    threads on a busy machine made the same sweep tens of times slower.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run_group(group, progress)
-    finally:
-        torch.set_num_threads(threads)
+    """Train the group's stack, evaluate every replica at every bit width; one record per (seed, bits)."""
+    return _run_group(group, progress)
 
 
 def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> list[dict]:
@@ -268,14 +257,22 @@ def linear_layers(model) -> list[LayerSpec]:
 def process_pool(workers: int):
     """An executor running groups in ``workers`` fresh processes (``spawn``: safe with torch's threads).
 
-    Each group trains on one thread, so on a machine with C cores up to C groups run at once; the
+    Each worker uses one torch thread, so on a machine with C cores up to C groups run at once; the
     records are the same as in one process (each group is a pure function of its config).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     workers = check_int("workers", workers, 1)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_one_thread)
+
+
+def _one_thread() -> None:
+    """Worker start-up: one torch thread per worker, so that workers never oversubscribe the cores."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def default_workers() -> int:
