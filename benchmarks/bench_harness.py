@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from infobound.errors import InputError
-from infobound.harness.sweep import SweepConfig, _frozen_seed, default_workers, process_pool, run_group
+from infobound.harness.sweep import SweepConfig, frozen_seed, default_workers, process_pool, run_group
 from infobound.harness.tasks import get_task
 from infobound.harness.train import train_stacked
 from infobound.lora import inject_lora, trainable_parameters
@@ -78,7 +78,7 @@ def one_run(task, group, seed: int, x_test: torch.Tensor, y_test: torch.Tensor) 
     model = task.base_model()
     rank = 1 if group.mode is Mode.FULL else group.rank
     inject_lora(model, group.targets or task.default_targets, rank, mode=group.mode, alpha=group.alpha,
-                init=group.init, seed=_frozen_seed(seed))
+                init=group.init, seed=frozen_seed(seed))
     x, y = task.train_set(group.n, seed=seed)  # (n, d_in), (n,)
     params = trainable_parameters(model)
     optimizer = torch.optim.Adam(params, lr=group.lr)
@@ -133,14 +133,14 @@ def parameter_drift(task, group, checkpoints: tuple[int, ...]) -> dict[int, floa
     for steps in checkpoints:
         stacked = task.base_model()
         inject_lora(stacked, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
-                    stack=len(seeds), seeds=[_frozen_seed(s) for s in seeds])
+                    stack=len(seeds), seeds=[frozen_seed(s) for s in seeds])
         train_stacked(stacked, x, y, steps=steps, lr=group.lr, seed=seeds[0])
         stacked_params = dict(stacked.named_parameters())
         worst = 0.0
         for k, seed in enumerate(seeds):
             model = task.base_model()
             inject_lora(model, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
-                        seed=_frozen_seed(seed))
+                        seed=frozen_seed(seed))
             optimizer = torch.optim.Adam(trainable_parameters(model), lr=group.lr)
             for _ in range(steps):
                 loss = F.cross_entropy(model(train[k][0]), train[k][1])

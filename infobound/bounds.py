@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .spec import MAX_BITS, AdapterSpec, Mode, check_rank
+from .validation import check_finite_result, check_instance, check_reals, scalar_or_array
 
 LN2 = math.log(2.0)
 DEFAULT_SIGMA = 0.5  # a loss with values in [0, 1] is 1/2-sub-Gaussian
@@ -68,30 +69,37 @@ def seed_bound(
     mode: Mode | str | None = None,
 ) -> SeedBound:
     """The seed bound of THEORY §1 for ``spec``; ``bits``, ``rank``, ``mode`` default to the spec's."""
+    spec = check_spec(spec)
     mode = spec.mode if mode is None else Mode.parse(mode)
-    n = _positive("n", n, low=1.0)  # a count, but real values draw smooth curves
-    sigma = _positive("sigma", sigma, low=0.0, open_low=True)
-    bits = _positive("bits", spec.bits if bits is None else bits, low=1.0, high=MAX_BITS, integer=True)
-    rank = _rank(spec, rank)
+    n = check_reals("n", n, low=1.0)  # a count, but real values draw smooth curves
+    sigma = check_sigma(sigma)
+    bits = check_bits(spec.bits if bits is None else bits)
+    rank = rank_values(spec, rank)
     d_train = trainable_params(spec, rank=rank, mode=mode)
 
     # The bound, assembled from its named terms in one place:
     info_bits = bits * d_train  # H(W) <= bits · d_train   (bits)
     info_nats = info_bits * LN2  # I(W; S) <= info_nats   (nats)
-    bound = np.sqrt(2.0 * sigma**2 * info_nats / n)  # |E gen| <= sqrt(2 σ² I / n)
-    vacuous = bound >= 2.0 * sigma  # no better than the loss range
+    # |E gen| <= sqrt(2 σ² I / n), written σ · sqrt(2 I / n) so that no σ² overflows or underflows.
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        per_sigma = np.sqrt(2.0 * info_nats / n)
+        bound = sigma * per_sigma
+    check_finite_result("bound", bound, "sigma · sqrt(2 · info_nats / n) with sigma = "
+                        f"{_span(sigma)}, n = {_span(n)}; sigma must lie within about "
+                        f"[{1e-300 / np.min(per_sigma):.3g}, {1e300 / np.max(per_sigma):.3g}] here")
+    vacuous = per_sigma >= 2.0  # bound >= 2σ: no better than the loss range
 
     return SeedBound(
         mode=mode,
-        rank=_out(rank),
-        bits=_out(bits),
-        n=_out(n),
-        sigma=_out(sigma),
+        rank=scalar_or_array(rank),
+        bits=scalar_or_array(bits),
+        n=scalar_or_array(n),
+        sigma=scalar_or_array(sigma),
         trainable_params=_count(d_train),
         info_bits=_count(info_bits),
-        info_nats=_out(info_nats),
-        bound=_out(bound),
-        vacuous=_out(vacuous),
+        info_nats=scalar_or_array(info_nats),
+        bound=scalar_or_array(bound),
+        vacuous=scalar_or_array(vacuous),
     )
 
 
@@ -100,13 +108,16 @@ bound = seed_bound  # the front door: infobound.bound(spec, n=...)
 
 def seed_bounds_all_modes(spec: AdapterSpec, n, **kwargs) -> dict[Mode, SeedBound]:
     """The seed bound of every mode for the same layers, rank, bits, n and σ."""
+    if "mode" in kwargs:
+        raise InputError("mode must not be given to seed_bounds_all_modes (it computes every mode)")
     return {mode: seed_bound(spec, n, mode=mode, **kwargs) for mode in Mode}
 
 
 def trainable_params(spec: AdapterSpec, *, rank=None, mode: Mode | str | None = None):
     """d_train for ``mode`` at ``rank`` (array-valued for an array of ranks), as float64."""
+    spec = check_spec(spec)
     per_rank, constant = spec.rank_coefficients(mode)
-    rank = _rank(spec, rank)
+    rank = rank_values(spec, rank)
     return per_rank * rank + float(constant)
 
 
@@ -120,18 +131,31 @@ def sample_size(
     mode: Mode | str | None = None,
 ):
     """The n at which the seed bound equals ``gap``: n = 2 σ² ln2 · bits · d_train / gap²."""
-    gap = _positive("gap", gap, low=0.0, open_low=True)
-    sigma = _positive("sigma", sigma, low=0.0, open_low=True)
-    bits = _positive("bits", spec.bits if bits is None else bits, low=1.0, high=MAX_BITS, integer=True)
+    spec = check_spec(spec)
+    gap = check_reals("gap", gap, low=0.0, open_low=True)
+    sigma = check_sigma(sigma)
+    bits = check_bits(spec.bits if bits is None else bits)
     d_train = trainable_params(spec, rank=rank, mode=mode)
-    return _out(2.0 * sigma**2 * LN2 * bits * d_train / gap**2)
+    ratio = gap / sigma  # the gap in units of σ; a gap of 2σ or more is the whole loss range
+    if np.any(ratio >= 2.0):
+        gaps, ratios = np.broadcast_arrays(gap, ratio)
+        worst = gaps[ratios >= 2.0].flat[0]
+        raise InputError(f"gap must be in (0, 2·sigma) = (0, {2 * float(np.max(sigma)):.4g}): a gap of 2σ or "
+                         f"more is the whole loss range and needs no data; got {_fmt(worst)}")
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        n = 2.0 * LN2 * bits * d_train / ratio**2  # 2 σ² ln2 · bits · d_train / gap², without σ²
+    smallest = np.sqrt(2.0 * LN2 * bits * d_train / 1e300) * sigma
+    check_finite_result("the n for that gap", n, f"2 σ² ln2 · bits · d_train / gap² exceeds float64; "
+                        f"gap must be at least about {float(np.max(smallest)):.3g} here")
+    return scalar_or_array(n)
 
 
 def mode_ratio(spec: AdapterSpec, mode: Mode | str, other: Mode | str, *, rank=None):
     """bound(mode) / bound(other) at the same rank, bits, n, σ: sqrt(d_train(mode) / d_train(other))."""
+    spec = check_spec(spec)
     numerator = trainable_params(spec, rank=rank, mode=mode)
     denominator = trainable_params(spec, rank=rank, mode=other)
-    return _out(np.sqrt(numerator / denominator))
+    return scalar_or_array(np.sqrt(numerator / denominator))
 
 
 def equivalent_rank(
@@ -146,54 +170,39 @@ def equivalent_rank(
     For square layers and no extras, B-only at rank 2r matches LoRA at rank r. The result may exceed
     what the layers allow; compare it with ``spec.max_rank`` before building such an adapter.
     """
+    spec = check_spec(spec)
     target = trainable_params(spec, rank=rank, mode=reference)
     per_rank, constant = spec.rank_coefficients(mode)
     if per_rank == 0:
         raise InputError(f"mode {Mode.parse(mode)} has no rank-dependent parameters in this spec")
-    return _out((target - constant) / per_rank)
+    return scalar_or_array((target - constant) / per_rank)
 
 
 # ------------------------------------------------------------------------------------ validation
-def _positive(name, value, *, low, high=None, open_low=False, integer=False) -> np.ndarray:
-    """Validate a scalar or array input; return it as a float64 array (0-d for scalars)."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    allowed = _allowed_text(low, high, open_low, integer)
-    bad = ~np.isfinite(arr)
-    bad |= (arr <= low) if open_low else (arr < low)
-    if high is not None:
-        bad |= arr > high
-    if integer:
-        bad |= np.floor(arr) != arr
-    if bad.any():
-        first = arr[bad].flat[0] if arr.ndim else arr.item()
-        raise InputError(f"{name} must be {allowed}, got {_fmt(first)}")
-    return arr
+def check_spec(spec) -> AdapterSpec:
+    """``spec`` if it is an ``AdapterSpec``; else an error saying how to build one."""
+    return check_instance("spec", spec, AdapterSpec,
+                          "an AdapterSpec (from preset_spec, custom_spec or AdapterSpec(...))")
 
 
-def _rank(spec: AdapterSpec, rank) -> np.ndarray:
+def check_sigma(sigma) -> np.ndarray:
+    return check_reals("sigma", sigma, low=0.0, open_low=True)
+
+
+def check_bits(bits) -> np.ndarray:
+    return check_reals("bits", bits, low=1.0, high=MAX_BITS, integer=True)
+
+
+def rank_values(spec: AdapterSpec, rank) -> np.ndarray:
+    """The adapter rank(s) to evaluate, as float64 (the spec's rank when ``None``), checked against
+    the layers (the message names the layer that limits the rank)."""
     if rank is None:
         return np.asarray(float(spec.rank))
-    arr = _positive("rank", rank, low=1.0, integer=True)
+    arr = check_reals("rank", rank, low=1.0, integer=True)
     too_large = arr > spec.max_rank
     if too_large.any():
         check_rank(int(arr[too_large].flat[0]) if arr.ndim else int(arr), spec.layers)  # names the layer
     return arr
-
-
-def _allowed_text(low, high, open_low, integer) -> str:
-    kind = "an integer" if integer else "a finite number"
-    low_text = f"> {_fmt(low)}" if open_low else f">= {_fmt(low)}"
-    if high is not None:
-        return f"{kind} in [{_fmt(low)}, {_fmt(high)}]"
-    return f"{kind} {low_text}"
-
-
-def _fmt(x) -> str:
-    x = float(x)
-    return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)
 
 
 def _count(value):
@@ -202,9 +211,12 @@ def _count(value):
     return int(arr) if arr.ndim == 0 else arr
 
 
-def _out(value):
-    """0-d arrays become Python scalars (float, or bool for masks); arrays stay arrays."""
-    arr = np.asarray(value)
-    if arr.ndim == 0:
-        return bool(arr) if arr.dtype == bool else float(arr)
-    return arr
+def _span(arr) -> str:
+    arr = np.asarray(arr)
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    return f"{lo:.3g}" if lo == hi else f"{lo:.3g}..{hi:.3g}"
+
+
+def _fmt(x) -> str:
+    x = float(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)

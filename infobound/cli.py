@@ -17,42 +17,24 @@ import math
 import os
 import sys
 import textwrap
-from dataclasses import dataclass
-from typing import Callable
 
 from . import __version__
 from .bounds import DEFAULT_SIGMA, SEED_BOUND_KIND, sample_size, seed_bound
-from .errors import InputError
+from .cliargs import (COMMANDS, MODES_TEXT, fill_defaults, integer_type, modes, number_type,
+                      refuse_inert, register)
+from .errors import InputError, Interrupted
 from .presets import PRESETS, custom_spec, get_preset, preset_spec, select_layers
 from .spec import ALL_MODES, AdapterSpec, LayerSpec, Mode, check_rank
+from .validation import describe
 
 PROG = "infobound"
 WIDTH = 100  # every line of text output fits in 100 columns
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as shells report a command ended by SIGINT
 DEFAULT_PRESET = "roberta-large"
 LAYERS_FORM = "NAME:D_IN:D_OUT[:RANK] entries separated by commas, e.g. q:4096:4096,v:4096:1024"
 EXTRA_FORM = "NAME=COUNT[,NAME=COUNT] with integer counts >= 0, e.g. classifier=2050"
-MODES_TEXT = ", ".join(m.value for m in Mode)
-
-
-# ------------------------------------------------------------------------------------ registry
-@dataclass(frozen=True)
-class Command:
-    """A subcommand: ``add_arguments(parser)`` declares its options, ``run(args)`` returns a status."""
-
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def register(name: str, help: str, add_arguments, run) -> Command:
-    """Add a subcommand to the registry (a later registration under the same name replaces it)."""
-    COMMANDS[name] = Command(name, help, add_arguments, run)
-    return COMMANDS[name]
+DEFAULTS = {"rank": 8, "bits": 16, "n": 10000, "sigma": DEFAULT_SIGMA, "mode": ALL_MODES}
 
 
 class UsageError(Exception):
@@ -90,6 +72,12 @@ def main(argv=None) -> int:
     except (UsageError, InputError) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as exc:  # Ctrl-C during a sweep: what was kept and how to go on
+        print(f"{PROG}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # Ctrl-C before any work was stored
+        print(f"{PROG}: interrupted; nothing was changed", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
     except BrokenPipeError:  # output piped into `head`: not an error
@@ -98,61 +86,23 @@ def main(argv=None) -> int:
 
 
 # ------------------------------------------------------------------------------ argument types
-def _integer(text: str) -> int:
-    """An integer, also written as a float with no fraction (``1e6``); never NaN or inf."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    value = _number(text, kind="an integer")
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
-    return int(value)
-
-
-def _number(text: str, kind: str = "a number") -> float:
-    """A finite float; NaN and inf are refused with a message."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _modes(text: str) -> tuple[Mode, ...]:
-    """One mode, a comma list, or ``all``."""
-    if text.strip().lower() == "all":
-        return ALL_MODES
-    modes = []
-    for item in text.split(","):
-        try:
-            modes.append(Mode.parse(item))
-        except InputError:
-            raise argparse.ArgumentTypeError(
-                f"must be one of {MODES_TEXT}, a comma list of them, or all; got {item.strip()!r}"
-            ) from None
-    return tuple(dict.fromkeys(modes))
-
-
 def _layers(text: str) -> tuple[LayerSpec, ...]:
     """``name:d_in:d_out[:rank]`` entries, comma separated."""
     layers: dict[str, LayerSpec] = {}
     for item in text.split(","):
         fields = [f.strip() for f in item.split(":")]
         if len(fields) not in (3, 4) or not fields[0]:
-            raise argparse.ArgumentTypeError(f"expected {LAYERS_FORM}; got {item!r}")
+            raise argparse.ArgumentTypeError(f"expected {LAYERS_FORM}; got {describe(item)}")
         try:
-            dims = [int(f) for f in fields[1:]]
+            dims = [int(f) for f in fields[1:]]  # their range is LayerSpec's to check, by name
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"D_IN, D_OUT and RANK must be integers >= 1 in {item!r}; expected {LAYERS_FORM}"
+                f"D_IN, D_OUT and RANK must be integers >= 1 in {describe(item)}; expected {LAYERS_FORM}"
             ) from None
         try:
             layer = LayerSpec(fields[0], *dims)
         except InputError as exc:
-            raise argparse.ArgumentTypeError(f"{exc} in {item!r}; expected {LAYERS_FORM}") from None
+            raise argparse.ArgumentTypeError(f"{exc} in {describe(item)}; expected {LAYERS_FORM}") from None
         if layer.name in layers:
             raise argparse.ArgumentTypeError(f"layer names must be unique; {layer.name!r} appears twice")
         layers[layer.name] = layer
@@ -168,11 +118,9 @@ def _extra(text: str) -> dict[str, int]:
         if not sep or not name or name in extra:
             raise argparse.ArgumentTypeError(f"expected {EXTRA_FORM} (names unique); got {item!r}")
         try:
-            extra[name] = int(count)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {EXTRA_FORM}; got {item!r}") from None
-        if extra[name] < 0:
-            raise argparse.ArgumentTypeError(f"expected {EXTRA_FORM}; got {item!r}")
+            extra[name] = integer_type(0)(count)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"count of {name!r} {exc}; expected {EXTRA_FORM}") from None
     return extra
 
 
@@ -187,22 +135,21 @@ def _add_model_arguments(parser, *, generic: bool = False) -> None:
                         help="a custom model instead of a preset; a 4th field gives a layer its own rank")
     parser.add_argument("--targets", help="comma-separated module names (PEFT suffix matching) or "
                         "all-linear; default: the preset's PEFT default, or every --layers layer")
-    parser.add_argument("--num-classes", type=_integer, metavar="C",
+    parser.add_argument("--num-classes", type=integer_type(1), metavar="C",
                         help="declare the preset's task head (C outputs) trained in every mode")
     parser.add_argument("--extra", type=_extra, metavar="NAME=COUNT[,...]",
                         help="extra parameters trained in every mode (biases, modules_to_save)")
     if not generic:
-        parser.add_argument("--rank", type=_integer, default=8, help="adapter rank r (default 8)")
-        parser.add_argument("--bits", type=_integer, default=16,
+        parser.add_argument("--rank", type=integer_type(1), help="adapter rank r (default 8)")
+        parser.add_argument("--bits", type=integer_type(1, 64),
                             help="bits per trained parameter q, 1 to 64 (default 16)")
 
 
 def _add_data_arguments(parser) -> None:
-    parser.add_argument("--n", type=_integer, default=10000, help="training examples (default 10000)")
-    parser.add_argument("--sigma", type=_number, default=DEFAULT_SIGMA,
+    parser.add_argument("--n", type=integer_type(1, None), help="training examples (default 10000)")
+    parser.add_argument("--sigma", type=number_type(0.0, open_low=True),
                         help=f"the loss is sigma-sub-Gaussian (default {DEFAULT_SIGMA}: a loss in [0, 1])")
-    parser.add_argument("--mode", type=_modes, default=ALL_MODES,
-                        help=f"{MODES_TEXT}, a comma list, or all (default all)")
+    parser.add_argument("--mode", type=modes, help=f"{MODES_TEXT}, a comma list, or all (default all)")
 
 
 def _build_spec(args, mode: Mode = Mode.LORA) -> AdapterSpec:
@@ -255,8 +202,8 @@ def _wrap(text: str, indent: str = "") -> str:
 def _bound_arguments(parser) -> None:
     _add_model_arguments(parser)
     _add_data_arguments(parser)
-    parser.add_argument("--gap", type=_number, metavar="EPS",
-                        help="add the n at which the bound equals EPS (loss units)")
+    parser.add_argument("--gap", type=number_type(0.0, open_low=True), metavar="EPS",
+                        help="add the n at which the bound equals EPS (loss units; 0 < EPS < 2σ)")
     parser.add_argument("--json", action="store_true", help="one JSON object per mode, one per line")
 
 
@@ -274,6 +221,7 @@ def _bound_record(spec: AdapterSpec, args, model: str) -> dict:
 
 
 def _run_bound(args) -> int:
+    fill_defaults(args, DEFAULTS)
     base = _build_spec(args, args.mode[0])
     model = _describe_model(args, base)
     records = [_bound_record(base.with_(mode=mode), args, model) for mode in args.mode]
@@ -321,40 +269,59 @@ def _plot_arguments(parser) -> None:
     parser.add_argument("--vs", choices=("rank", "n", "bits"), default="rank",
                         help="the swept quantity (default rank)")
     parser.add_argument("--ranks", metavar="LO:HI|R1,R2,...", help="ranks for --vs rank (default 1:64)")
-    parser.add_argument("--ns", metavar="LO:HI|N1,N2,...", default="100:1e9",
+    parser.add_argument("--ns", metavar="LO:HI|N1,N2,...",
                         help="training-set sizes for --vs n, log-spaced (default 100:1e9)")
-    parser.add_argument("--bits-range", metavar="LO:HI|Q1,Q2,...", default="1:32",
-                        help="bits per parameter for --vs bits (default 1:32)")
+    parser.add_argument("--bits-range", metavar="LO:HI|Q1,Q2,...",
+                        help="bits per parameter for --vs bits, 1 to 64 (default 1:32)")
     parser.add_argument("--out", help="output file, .png, .svg or .pdf (default bound_vs_<vs>.png)")
 
 
-def _grid(text: str, name: str, *, log: bool):
-    """``LO:HI`` (every integer, or MAX_POINTS log-spaced integers) or a comma list, as int64."""
+# For each swept quantity, the options that would be ignored: refused instead.
+_PLOT_INERT = {
+    "rank": {"rank": "is swept by --vs rank; give the ranks with --ranks",
+             "ns": "applies to --vs n only", "bits_range": "applies to --vs bits only"},
+    "n": {"n": "is swept by --vs n; give the sizes with --ns",
+          "ranks": "applies to --vs rank only", "bits_range": "applies to --vs bits only"},
+    "bits": {"bits": "is swept by --vs bits; give the widths with --bits-range",
+             "ranks": "applies to --vs rank only", "ns": "applies to --vs n only"},
+}
+
+
+def _grid(text: str, name: str, *, log: bool, high: float | None = None):
+    """``LO:HI`` (every integer, or MAX_POINTS log-spaced values) or a comma list, as float64.
+
+    Integers up to 2**53 are exact; larger training-set sizes (``--ns 1e19:1e20``) are real values.
+    """
     import numpy as np
 
-    form = f"{name} must be LO:HI with 1 <= LO <= HI, or a comma list of integers >= 1; got {text!r}"
+    item = integer_type(1, None) if high is None else integer_type(1, int(high))
+    limit = "" if high is None else f" and <= {high:g}"
+    form = (f"{name} must be LO:HI with 1 <= LO <= HI{limit}, or a comma list of integers >= 1{limit}; "
+            f"got {text!r}")
     try:
         parts = text.split(":") if ":" in text else None
-        values = [_integer(p) for p in (parts if parts is not None else text.split(","))]
-    except argparse.ArgumentTypeError:
+        values = [item(p) for p in (parts if parts is not None else text.split(","))]
+        floats = [float(v) for v in values]
+    except (argparse.ArgumentTypeError, OverflowError):
         raise InputError(form) from None
-    if min(values) < 1 or (parts is not None and (len(values) != 2 or values[0] > values[1])):
+    if parts is not None and (len(values) != 2 or values[0] > values[1]):
         raise InputError(form)
     if parts is None:
-        return np.unique(np.asarray(values, dtype=np.int64))
+        return np.unique(np.asarray(floats))
     lo, hi = values
     if not log and hi - lo < MAX_POINTS:
-        return np.arange(lo, hi + 1, dtype=np.int64)
-    return np.unique(np.rint(np.geomspace(lo, hi, MAX_POINTS)).astype(np.int64))
+        return np.arange(lo, hi + 1, dtype=np.float64)
+    grid = np.geomspace(floats[0], floats[1], MAX_POINTS)
+    return np.unique(np.rint(grid) if hi <= 2**53 else grid)
 
 
 def _run_plot(args) -> int:
     from . import plotting  # matplotlib loads only for this command
 
+    refuse_inert(args, _PLOT_INERT[args.vs])
+    fill_defaults(args, {**DEFAULTS, "rank": 1, "ns": "100:1e9", "bits_range": "1:32"})
     out = args.out or f"bound_vs_{args.vs}.png"
     fmt = plotting.check_output_path(out, name="--out")  # fail before any work
-    if args.vs == "rank":  # the rank is swept: the fixed --rank plays no part
-        args.rank = 1
     spec = _build_spec(args)
     common = dict(sigma=args.sigma, modes=args.mode, model=_describe_model(args, spec))
     if args.vs == "rank":
@@ -364,12 +331,12 @@ def _run_plot(args) -> int:
                 check_rank(int(ranks[-1]), spec.layers)
             except InputError as exc:
                 raise InputError(f"--ranks: {exc}") from None
-        fig = plotting.plot_bound_vs_rank(spec, ranks, args.n, bits=args.bits, **common)
+        fig = plotting.plot_bound_vs_rank(spec, ranks.astype(int), args.n, bits=args.bits, **common)
     elif args.vs == "n":
         fig = plotting.plot_bound_vs_n(spec, _grid(args.ns, "--ns", log=True), bits=args.bits, **common)
     else:
-        bits = _grid(args.bits_range, "--bits-range", log=False)
-        fig = plotting.plot_bound_vs_bits(spec, bits, args.n, **common)
+        bits = _grid(args.bits_range, "--bits-range", log=False, high=64)
+        fig = plotting.plot_bound_vs_bits(spec, bits.astype(int), args.n, **common)
     path = plotting.save_figure(fig, out, name="--out")
     print(f"wrote {path} ({fmt.upper()}: seed bound vs {args.vs}, modes {', '.join(map(str, args.mode))})")
     return 0
@@ -378,8 +345,7 @@ def _run_plot(args) -> int:
 # ----------------------------------------------------------------------------------- symbolic
 def _symbolic_arguments(parser) -> None:
     _add_model_arguments(parser, generic=True)
-    parser.add_argument("--mode", type=_modes, default=ALL_MODES,
-                        help=f"{MODES_TEXT}, a comma list, or all (default all)")
+    parser.add_argument("--mode", type=modes, help=f"{MODES_TEXT}, a comma list, or all (default all)")
     style = parser.add_mutually_exclusive_group()
     style.add_argument("--latex", action="store_true", help="print LaTeX")
     style.add_argument("--plain", action="store_true", help="print sympy's one-line str form")
@@ -391,6 +357,10 @@ def _run_symbolic(args) -> int:
     from . import symbolic  # sympy loads only for this command
 
     if args.facts:
+        refuse_inert(args, {option: "does not apply to --facts (the identities are generic in every "
+                            "mode and model); leave it out, or drop --facts"
+                            for option in ("mode", "latex", "plain", "preset", "layers", "targets",
+                                           "num_classes", "extra")})
         for fact in symbolic.derived_facts():
             mark = "✓" if fact.proven else "✗"
             print(_wrap(f"{mark} {fact.name}: {fact.statement}", indent="    "))
@@ -407,7 +377,7 @@ def _run_symbolic(args) -> int:
                     "and the extra trained parameters; symbols: rank, bits, n, sigma."))
     import sympy
 
-    for mode in args.mode:
+    for mode in args.mode or ALL_MODES:
         if args.latex:
             text = symbolic.to_latex(mode, spec)
         elif args.plain:
@@ -447,7 +417,7 @@ def _run_presets(args) -> int:
     per_class, fixed = preset.head_params(1) - preset.head_params(0), preset.head_params(0)
     affine = all(preset.head_params(c) == per_class * c + fixed for c in (2, 10, 1000))
     formula = f"{per_class:,}·C" + (f" + {fixed:,}" if fixed else "") + " parameters, " if affine else ""
-    print(_wrap(f"Task head for C classes (--num-classes C): {formula}"
+    print(_wrap(f"Task head for C classes (--num-classes C): {preset.head}; {formula}"
                 f"e.g. {preset.head_params(2):,} for C = 2"))
     return 0
 

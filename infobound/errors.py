@@ -7,9 +7,7 @@ exactly this class to turn a message into one stderr line and exit status 2, so 
 
 from __future__ import annotations
 
-import math
 from enum import Enum
-from numbers import Integral, Real
 
 
 class InputError(ValueError):
@@ -39,25 +37,8 @@ class Choice(str, Enum):
         return self.value
 
 
-def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
-    """Return ``value`` as an ``int`` or raise ``InputError`` naming ``name`` and the allowed range."""
-    allowed = _range_text("an integer", low, high)
-    if isinstance(value, bool) or not isinstance(value, (Integral, Real)):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    if isinstance(value, Real) and not isinstance(value, Integral):
-        if not math.isfinite(value) or value != int(value):
-            raise InputError(f"{name} must be {allowed}, got {value!r}")
-    ivalue = int(value)
-    if (low is not None and ivalue < low) or (high is not None and ivalue > high):
-        raise InputError(f"{name} must be {allowed}, got {ivalue}")
-    return ivalue
+class Interrupted(Exception):
+    """Work stopped by the user (Ctrl-C); the message says what was kept and how to go on.
 
-
-def _range_text(kind: str, low, high) -> str:
-    if low is not None and high is not None:
-        return f"{kind} in [{low}, {high}]"
-    if low is not None:
-        return f"{kind} >= {low}"
-    if high is not None:
-        return f"{kind} <= {high}"
-    return kind
+    The CLI prints the message as one line and exits with status 130, as shells do for SIGINT.
+    """

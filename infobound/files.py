@@ -43,3 +43,10 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_file(path, data: bytes | str) -> Path:
+    """``atomic_write`` that first creates the folder ``path`` lies in, when it is missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, data)

@@ -28,7 +28,8 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.linalg
 
-from .errors import InputError, check_int
+from .errors import InputError
+from .validation import check_int
 
 __all__ = [
     "expected_loss_a_frozen_isotropic",

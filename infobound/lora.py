@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import Choice, InputError, check_int
+from .errors import InputError
+from .validation import check_int
 from .presets import ALL_LINEAR, parse_targets
-from .spec import AdapterSpec, LayerSpec, Mode
+from .spec import AdapterSpec, FrozenInit, LayerSpec, Mode
 
 MAX_SEED = 2**63 - 1
 
@@ -55,27 +56,6 @@ __all__ = [
     "stack_size",
     "trainable_parameters",
 ]
-
-
-class FrozenInit(Choice):
-    """How the random factor is drawn (the frozen one; in ``lora`` mode, A as in standard LoRA)."""
-
-    ORTHONORMAL = "orthonormal"
-    """The paper's draw: ``M = Uniform(-0.5, 0.5)`` of W's shape ``(d_out, d_in)`` (float64, from
-    ``torch.rand(d_out, d_in, generator=Generator().manual_seed(seed), dtype=float64) - 0.5``);
-    ``A`` = the first r right-singular vectors of M (orthonormal rows), a frozen ``B`` = the first r
-    left-singular vectors (orthonormal columns). Each vector's sign is fixed so that its entry of
-    largest magnitude is positive (independent of the LAPACK build). Close to Haar on the Stiefel
-    manifold; costs one SVD of a ``d_out × d_in`` matrix."""
-    GAUSSIAN = "gaussian"
-    """I.i.d. ``N(0, 1/r)`` entries (variance 1/r, standard deviation 1/√r) for A or B alike."""
-    KAIMING = "kaiming"
-    """PEFT's ``kaiming_uniform_(a=√5)``: ``Uniform(-1/√fan_in, 1/√fan_in)`` with ``fan_in`` the
-    tensor's second dimension: ``d_in`` for ``A: (r, d_in)``, ``r`` for a frozen ``B: (d_out, r)``."""
-
-    @classmethod
-    def option_name(cls) -> str:
-        return "init"
 
 
 # ------------------------------------------------------------------------------------ draws

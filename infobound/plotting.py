@@ -9,7 +9,6 @@ shaded band with ``gid="vacuous"``. ``save_figure`` writes a figure atomically.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,10 +17,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from .bounds import DEFAULT_SIGMA, seed_bound
+from .bounds import DEFAULT_SIGMA, check_spec, seed_bound
 from .errors import InputError
 from .files import atomic_output
 from .spec import ALL_MODES, AdapterSpec, Mode
+from .validation import FLOAT_MAX, check_real, check_reals
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 Y_LABEL = "seed bound on |E gen|  (loss units)"
@@ -50,6 +50,7 @@ def plot_bound_vs_rank(
 
     ``full`` does not depend on the rank: it is drawn as a flat line and the legend says so.
     """
+    spec, sigma = check_spec(spec), _sigma(sigma)
     ranks = _grid("ranks", ranks)
     bits = spec.bits if bits is None else bits
     curves = {m: seed_bound(spec, n, sigma=sigma, bits=bits, rank=ranks, mode=m).bound for m in _modes(modes)}
@@ -72,6 +73,7 @@ def plot_bound_vs_n(
     model: str | None = None,
 ) -> Figure:
     """The seed bound against the number of training examples (log-log) at fixed rank, bits, σ."""
+    spec, sigma = check_spec(spec), _sigma(sigma)
     ns = _grid("ns", ns)
     rank = spec.rank if rank is None else rank
     bits = spec.bits if bits is None else bits
@@ -94,6 +96,7 @@ def plot_bound_vs_bits(
     model: str | None = None,
 ) -> Figure:
     """The seed bound against the bits each trained parameter is quantised to, at fixed rank, n, σ."""
+    spec, sigma = check_spec(spec), _sigma(sigma)
     bits = _grid("bits", bits)
     rank = spec.rank if rank is None else rank
     curves = {m: seed_bound(spec, n, sigma=sigma, bits=bits, rank=rank, mode=m).bound for m in _modes(modes)}
@@ -155,8 +158,10 @@ def _figure(x, curves: dict, *, sigma, xlabel: str, title: str, log_base, notes=
     threshold = 2.0 * sigma  # a bound this large says nothing about a loss of range 2σ
     values = np.concatenate([np.ravel(y) for y in curves.values()] + [[threshold]])
     ax.set_yscale("log")
-    top = values.max() * 3.0
-    ax.set_ylim(values.min() / 2.0, top)  # room above 2σ so the vacuous band always shows
+    with np.errstate(over="ignore", under="ignore"):  # bounds near the ends of float64's range
+        top = min(values.max() * 3.0, FLOAT_MAX)
+        bottom = max(values.min() / 2.0, np.finfo(np.float64).tiny)
+    ax.set_ylim(bottom, top)  # room above 2σ so the vacuous band always shows
     ax.axhspan(threshold, top, color="0.5", alpha=0.18, linewidth=0, gid="vacuous",
                label=f"vacuous: bound ≥ 2σ = {threshold:.4g}")
     ax.axhline(threshold, color="0.4", linewidth=0.8, gid="vacuous-threshold")
@@ -177,12 +182,14 @@ def _figure(x, curves: dict, *, sigma, xlabel: str, title: str, log_base, notes=
 
 
 def _grid(name: str, values) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    if arr.ndim != 1 or arr.size == 0:
-        raise InputError(f"{name} must be a non-empty 1-d sequence of numbers, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or arr.min() < 1:
-        raise InputError(f"{name} must hold finite numbers >= 1, got {values!r}")
+    arr = np.atleast_1d(check_reals(name, values, low=1.0))
+    if arr.ndim != 1:
+        raise InputError(f"{name} must be a 1-d sequence of numbers >= 1, got shape {arr.shape}")
     return np.sort(arr)
+
+
+def _sigma(sigma) -> float:
+    return check_real("sigma", sigma, 0.0, open_low=True)
 
 
 def _modes(modes) -> tuple[Mode, ...]:

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import InputError, check_int
+from .errors import InputError
+from .validation import check_int
 from .spec import AdapterSpec, LayerSpec, Mode
 
 ALL_LINEAR = "all-linear"
@@ -29,6 +30,8 @@ class Preset:
     default_targets: tuple[str, ...] | None
     head_params: Callable[[int], int]
     """Parameters of the task head for ``num_classes`` outputs (trained in every mode when declared)."""
+    head: str = ""
+    """The head assumed, in words: the transformers class and its layers."""
 
     @property
     def module_names(self) -> tuple[str, ...]:
@@ -129,38 +132,47 @@ def _llama(n_layers: int, hidden: int, ffn: int, n_heads: int, n_kv_heads: int) 
     return layers
 
 
-def _linear_head(hidden: int) -> Callable[[int], int]:
-    return lambda classes: hidden * classes + classes  # Linear(hidden, classes) with bias
+def _linear_head(hidden: int, bias: bool = True) -> Callable[[int], int]:
+    """``Linear(hidden, classes)``, with or without bias."""
+    return lambda classes: hidden * classes + (classes if bias else 0)
 
 
-def _roberta_head(hidden: int) -> Callable[[int], int]:
-    # RobertaClassificationHead: dense (hidden -> hidden) + out_proj (hidden -> classes), with biases
+def _two_layer_head(hidden: int) -> Callable[[int], int]:
+    """dense (hidden -> hidden) + out_proj (hidden -> classes), both with bias (RoBERTa, BART heads)."""
     return lambda classes: hidden * hidden + hidden + hidden * classes + classes
 
 
-def _make(name, description, layers, default, head) -> Preset:
-    return Preset(name, description, tuple(layers), default, head)
+ROBERTA_HEAD = ("RobertaForSequenceClassification's RobertaClassificationHead: dense (d -> d, bias) "
+                "then out_proj (d -> C, bias)")
+BART_HEAD = ("BartForSequenceClassification's BartClassificationHead: dense (d -> d, bias) then "
+             "out_proj (d -> C, bias)")
+LLAMA_HEAD = "LlamaForSequenceClassification's score: Linear(d -> C) without bias"
+VIT_HEAD = "ViTForImageClassification's classifier: Linear(d -> C) with bias"
+
+
+def _make(name, description, layers, default, head, head_text) -> Preset:
+    return Preset(name, description, tuple(layers), default, head, head_text)
 
 
 PRESETS: Mapping[str, Preset] = {
     p.name: p
     for p in (
         _make("roberta-base", "RoBERTa-base: 12 blocks, hidden 768, FFN 3072",
-              _encoder_blocks("roberta", "attention.self", 12, 768, 3072), ("query", "value"), _roberta_head(768)),
+              _encoder_blocks("roberta", "attention.self", 12, 768, 3072), ("query", "value"), _two_layer_head(768), ROBERTA_HEAD),
         _make("roberta-large", "RoBERTa-large: 24 blocks, hidden 1024, FFN 4096",
-              _encoder_blocks("roberta", "attention.self", 24, 1024, 4096), ("query", "value"), _roberta_head(1024)),
+              _encoder_blocks("roberta", "attention.self", 24, 1024, 4096), ("query", "value"), _two_layer_head(1024), ROBERTA_HEAD),
         _make("bart-large", "BART-large: 12 encoder + 12 decoder blocks, d_model 1024, FFN 4096",
-              _bart(12, 12, 1024, 4096), ("q_proj", "v_proj"), _linear_head(1024)),
+              _bart(12, 12, 1024, 4096), ("q_proj", "v_proj"), _two_layer_head(1024), BART_HEAD),
         _make("llama-2-7b", "LLaMA-2-7B: 32 blocks, hidden 4096, FFN 11008, 32 heads",
-              _llama(32, 4096, 11008, 32, 32), ("q_proj", "v_proj"), _linear_head(4096)),
+              _llama(32, 4096, 11008, 32, 32), ("q_proj", "v_proj"), _linear_head(4096, bias=False), LLAMA_HEAD),
         _make("llama-2-13b", "LLaMA-2-13B: 40 blocks, hidden 5120, FFN 13824, 40 heads",
-              _llama(40, 5120, 13824, 40, 40), ("q_proj", "v_proj"), _linear_head(5120)),
+              _llama(40, 5120, 13824, 40, 40), ("q_proj", "v_proj"), _linear_head(5120, bias=False), LLAMA_HEAD),
         _make("llama-2-70b", "LLaMA-2-70B: 80 blocks, hidden 8192, FFN 28672, 64 heads, 8 KV heads",
-              _llama(80, 8192, 28672, 64, 8), ("q_proj", "v_proj"), _linear_head(8192)),
+              _llama(80, 8192, 28672, 64, 8), ("q_proj", "v_proj"), _linear_head(8192, bias=False), LLAMA_HEAD),
         _make("vit-base-patch16-224", "ViT-base/16 at 224 px: 12 blocks, hidden 768, FFN 3072",
-              _encoder_blocks("vit", "attention.attention", 12, 768, 3072), None, _linear_head(768)),
+              _encoder_blocks("vit", "attention.attention", 12, 768, 3072), None, _linear_head(768), VIT_HEAD),
         _make("vit-large-patch16-224", "ViT-large/16 at 224 px: 24 blocks, hidden 1024, FFN 4096",
-              _encoder_blocks("vit", "attention.attention", 24, 1024, 4096), None, _linear_head(1024)),
+              _encoder_blocks("vit", "attention.attention", 24, 1024, 4096), None, _linear_head(1024), VIT_HEAD),
     )
 }
 

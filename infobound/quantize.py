@@ -22,7 +22,8 @@ from numbers import Real
 import torch
 from torch import nn
 
-from .errors import InputError, check_int
+from .errors import InputError
+from .validation import check_int
 
 __all__ = ["QuantizeSummary", "UniformGrid", "quantize_trainable_"]
 

@@ -15,7 +15,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from .errors import Choice, InputError, check_int
+from .errors import Choice, InputError
+from .validation import check_int, describe
 
 MAX_BITS = 64
 
@@ -34,6 +35,27 @@ class Mode(Choice):
 
 
 ALL_MODES: tuple[Mode, ...] = tuple(Mode)
+
+
+class FrozenInit(Choice):
+    """How the random factor is drawn (the frozen one; in ``lora`` mode, A as in standard LoRA)."""
+
+    ORTHONORMAL = "orthonormal"
+    """The paper's draw: ``M = Uniform(-0.5, 0.5)`` of W's shape ``(d_out, d_in)`` (float64, from
+    ``torch.rand(d_out, d_in, generator=Generator().manual_seed(seed), dtype=float64) - 0.5``);
+    ``A`` = the first r right-singular vectors of M (orthonormal rows), a frozen ``B`` = the first r
+    left-singular vectors (orthonormal columns). Each vector's sign is fixed so that its entry of
+    largest magnitude is positive (independent of the LAPACK build). Close to Haar on the Stiefel
+    manifold; costs one SVD of a ``d_out × d_in`` matrix."""
+    GAUSSIAN = "gaussian"
+    """I.i.d. ``N(0, 1/r)`` entries (variance 1/r, standard deviation 1/√r) for A or B alike."""
+    KAIMING = "kaiming"
+    """PEFT's ``kaiming_uniform_(a=√5)``: ``Uniform(-1/√fan_in, 1/√fan_in)`` with ``fan_in`` the
+    tensor's second dimension: ``d_in`` for ``A: (r, d_in)``, ``r`` for a frozen ``B: (d_out, r)``."""
+
+    @classmethod
+    def option_name(cls) -> str:
+        return "init"
 
 
 @dataclass(frozen=True)
@@ -104,8 +126,11 @@ class AdapterSpec:
         object.__setattr__(self, "bits", check_int("bits", self.bits, 1, MAX_BITS))
         object.__setattr__(self, "rank", check_rank(self.rank, layers))
         if not isinstance(self.extra, Mapping):
-            raise InputError(f"extra must map names to parameter counts, got {self.extra!r}")
-        extra = {str(k): check_int(f"extra[{k!r}]", v, 0) for k, v in self.extra.items()}
+            raise InputError(f"extra must map names to parameter counts, got {describe(self.extra)}")
+        for k in self.extra:
+            if not isinstance(k, str) or not k.strip():
+                raise InputError(f"extra must map names (non-empty strings) to counts, got key {k!r}")
+        extra = {k: check_int(f"extra[{k!r}]", v, 0) for k, v in self.extra.items()}
         object.__setattr__(self, "extra", _FrozenDict(extra))
 
     # ----------------------------------------------------------------------------------- counts
@@ -208,10 +233,19 @@ def _as_layer(item) -> LayerSpec:
     if isinstance(item, LayerSpec):
         return item
     if isinstance(item, Mapping):
+        allowed = ("name", "d_in", "d_out", "rank")
+        unknown = [k for k in item if k not in allowed]
+        missing = [k for k in allowed[:3] if k not in item]
+        if unknown or missing:
+            what = "; ".join(part for part in (
+                f"unknown key(s) {unknown}" if unknown else "", f"missing key(s) {missing}" if missing else "")
+                if part)
+            raise InputError(f"each layer given as a dict must have keys name, d_in, d_out and "
+                             f"optionally rank; {what} in {describe(item)}")
         return LayerSpec(**item)
     if isinstance(item, (tuple, list)) and len(item) in (3, 4):
         return LayerSpec(*item)
-    raise InputError(f"each layer must be (name, d_in, d_out[, rank]), got {item!r}")
+    raise InputError(f"each layer must be (name, d_in, d_out[, rank]) or a LayerSpec, got {describe(item)}")
 
 
 class _FrozenDict(dict):

@@ -30,9 +30,10 @@ from functools import lru_cache
 import numpy as np
 import sympy
 
-from .bounds import DEFAULT_SIGMA, _out, _positive, _rank
+from .bounds import DEFAULT_SIGMA, check_bits, check_sigma, rank_values
+from .validation import check_reals, scalar_or_array
 from .errors import InputError
-from .spec import MAX_BITS, AdapterSpec, Mode
+from .spec import AdapterSpec, Mode
 
 __all__ = [
     "DerivedFact",
@@ -197,16 +198,14 @@ def lambdify_bound(mode: Mode | str, spec: AdapterSpec):
     compiled = sympy.lambdify((rank, n, bits, sigma), _seed_bound(mode, spec), modules="numpy")
 
     def bound_fn(*, rank=None, n, bits=None, sigma=DEFAULT_SIGMA):
-        n_arr = _positive("n", n, low=1.0, integer=True)
-        sigma_arr = _positive("sigma", sigma, low=0.0, open_low=True)
-        bits_arr = _positive(
-            "bits", spec.bits if bits is None else bits, low=1.0, high=MAX_BITS, integer=True
-        )
-        rank_arr = _rank(spec, rank)
+        n_arr = check_reals("n", n, low=1.0, integer=True)
+        sigma_arr = check_sigma(sigma)
+        bits_arr = check_bits(spec.bits if bits is None else bits)
+        rank_arr = rank_values(spec, rank)
         value = compiled(rank_arr, n_arr, bits_arr, sigma_arr)
         # full fine-tuning does not depend on rank: broadcast so the shape matches the numeric one
         value = np.broadcast_arrays(np.asarray(value, dtype=np.float64), rank_arr, n_arr, bits_arr, sigma_arr)[0]
-        return _out(np.array(value))
+        return scalar_or_array(np.array(value))
 
     bound_fn.__name__ = f"seed_bound_{mode.value}"
     bound_fn.__doc__ = f"Seed bound of mode {mode}: {_seed_bound(mode, spec)}"

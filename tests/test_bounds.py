@@ -91,7 +91,7 @@ def test_sample_size_ratio_and_equivalent_rank():
         ({"n": 10, "rank": 0}, "rank must be an integer >= 1, got 0"),
         ({"n": 10, "rank": np.array([1, 9])}, "layer 'v' \\(8 -> 4\\) allows at most 4, got 9"),
         ({"n": 10, "mode": "x"}, "mode must be one of"),
-        ({"n": "ten"}, "n must be a number"),
+        ({"n": "ten"}, "n must be a finite number >= 1"),
     ],
 )
 def test_bad_input(kwargs, message):

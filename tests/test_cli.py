@@ -114,7 +114,7 @@ def test_custom_layers_with_own_rank_and_targets(capsys):
 
 def test_num_classes_and_extra_count_in_every_mode(capsys):
     records = run_json(capsys, "--preset", "llama-2-7b", "--num-classes", "2", "--extra", "bias=100,norm=7")
-    head = 4096 * 2 + 2  # Linear(4096, 2) with bias
+    head = 4096 * 2  # LlamaForSequenceClassification's score: Linear(4096, 2) without bias
     by_mode = {r["mode"]: r for r in records}
     assert by_mode["b_only"]["trainable_params"] == 64 * 8 * 4096 + head + 107
     assert by_mode["full"]["trainable_params"] == 64 * 4096**2 + head + 107
@@ -159,10 +159,10 @@ BAD_INPUT = [
     (["bound", "--bits", "0"], ["bits", "64"]),
     (["bound", "--bits", "65"], ["bits", "64"]),
     (["bound", "--bits", "2.5"], ["--bits", "integer"]),
-    (["bound", "--n", "0"], ["n must", ">= 1"]),
+    (["bound", "--n", "0"], ["--n", ">= 1"]),
     (["bound", "--sigma", "0"], ["sigma", "> 0"]),
     (["bound", "--sigma", "-1"], ["sigma", "> 0"]),
-    (["bound", "--n", "nan"], ["--n", "finite"]),
+    (["bound", "--n", "nan"], ["--n", "integer", "nan"]),
     (["bound", "--sigma", "inf"], ["--sigma", "finite"]),
     (["bound", "--n", "ten"], ["--n", "integer"]),
     (["bound", "--gap", "0"], ["gap", "> 0"]),
@@ -251,7 +251,7 @@ def test_preset_detail_table_and_head_formula(capsys):
     assert dims["q_proj"] == ("8192", "8192", "80")
     assert dims["k_proj"] == ("8192", str(8192 // 64 * 8), "80")  # grouped-query attention
     assert dims["down_proj"] == ("28672", "8192", "80")
-    assert "8,193·C" in out  # Linear(8192, C) with bias
+    assert "8,192·C" in out  # LlamaForSequenceClassification's score: Linear(8192, C) without bias
     assert max(len(line) for line in out.splitlines()) <= WIDTH
 
 
@@ -284,7 +284,7 @@ def _console(*args, use_script: bool):
 def test_console_script_errors_without_traceback():
     result = _console("bound", "--sigma", "inf", use_script=True)
     assert result.returncode == 2 and result.stdout == ""
-    expected = "infobound: error: argument --sigma: must be a finite number, got 'inf'"
+    expected = "infobound: error: argument --sigma: must be a finite number > 0, got 'inf'"
     assert result.stderr.splitlines() == [expected]
     result = _console("--version", use_script=True)
     assert result.returncode == 0 and result.stdout.startswith("infobound ")

@@ -49,21 +49,16 @@ def test_gap_vs_rank_needs_one_n():
         figures.plot_gap_vs_rank(mixed)
 
 
-def test_report_reexports_the_plotting_names():
-    for name in ("PlotFiles", "plot_gap_vs_rank", "plot_gap_vs_n", "plot_test_error", "write_plots"):
-        assert getattr(report, name) is getattr(figures, name)
-    with pytest.raises(AttributeError, match="no_such_name"):
-        report.no_such_name  # noqa: B018
-
-
 def test_either_module_imports_first_in_a_fresh_process():
+    """Data flows one way (records -> rows -> report, figures): neither imports the other."""
     code = ("import sys\n"
             "import infobound.harness.report as r\n"
             "assert 'matplotlib' not in sys.modules, 'summarising alone imports matplotlib'\n"
-            "from infobound.harness.report import write_plots\n"
+            "assert 'infobound.harness.figures' not in sys.modules\n"
             "import infobound.harness.figures as f\n"
-            "assert write_plots is f.write_plots\n")
-    other = "from infobound.harness.figures import write_plots\nfrom infobound.harness.report import PlotFiles\n"
+            "assert f.ConfigRow is r.ConfigRow\n")
+    other = ("import sys\nfrom infobound.harness.figures import write_plots\n"
+             "assert 'infobound.harness.report' not in sys.modules\n")
     for source in (code, other):
         done = subprocess.run([sys.executable, "-c", source], cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr

@@ -93,7 +93,8 @@ def test_lambdified_bound_matches_numeric(spec_name, mode):
 def test_sample_size_matches_numeric(spec_name, mode):
     spec = make_spec(spec_name)
     point = random_points(spec, seed=7)
-    gap = 10.0 ** np.random.default_rng(8).uniform(-4.0, 1.0, N_POINTS)
+    # a gap asks something only inside (0, 2σ): a fraction of the loss range from 1e-5 to 0.99
+    gap = 2.0 * point["sigma"] * 10.0 ** np.random.default_rng(8).uniform(-5.0, np.log10(0.99), N_POINTS)
     expr = sym.sample_size_expr(mode, spec)
     assert expr.free_symbols <= {sym.rank, sym.bits, sym.sigma, sym.gap}
     fn = sympy.lambdify((sym.rank, sym.gap, sym.bits, sym.sigma), expr, "numpy")

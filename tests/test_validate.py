@@ -337,8 +337,8 @@ BAD_ARGUMENTS = [  # (extra arguments, substrings the one error line must contai
     (["--modes", "lora,c_only"], ["--modes", "c_only"]),
     (["--ranks", "1,65"], ["rank", "fc1", "64", "65"]),
     (["--n", "30,720"], ["n must be at most 719", "720"]),
-    (["--seeds", "0"], ["seeds", ">= 1"]),
-    (["--n", "-5"], ["n must", "-5"]),
+    (["--seeds", "0"], ["--seeds", "[1, 1,000,000]", "'0'"]),
+    (["--n", "-5"], ["--n", ">= 1", "-5"]),
     (["--bits", "0"], ["bits", "[1, 64]"]),
 ]
 

@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import InputError
-from .report import ConfigRow, _atomic_write, _config_rows, _normalize, _series
+from ..files import write_file
+from .rows import ConfigRow, config_rows, normalize_records, series
 from .stats import Interval, loglog_slope
 
 
@@ -67,14 +68,14 @@ def _one(configs: list[ConfigRow], keys: tuple[str, ...], what: str) -> None:
 
 def _gap_vs_rank(configs: list[ConfigRow], pct: str) -> Figure:
     _one(configs, ("task", "n", "bits"), "a gap-vs-rank plot")
-    series = _series(configs, "rank")
-    modes = list(dict.fromkeys(m for m, _, _ in series))
+    lines = series(configs, "rank")
+    modes = list(dict.fromkeys(m for m, _, _ in lines))
     if not modes:
         raise InputError("records for a gap-vs-rank plot need a mode with a rank (full has none)")
     fig, axes = _figure(len(modes))
     for ax, mode in zip(axes, modes):
         ax.set(title=mode, xlabel="rank r", ylabel="gap (test − train)")
-        for _, label, cs in (s for s in series if s[0] == mode):
+        for _, label, cs in (s for s in lines if s[0] == mode):
             tag = label[len(mode):]
             _errbar(ax, [c.rank for c in cs], [c.gap for c in cs], f"mean gap ({pct} CI){tag}")
             ok = [c for c in cs if c.applicable]
@@ -99,7 +100,7 @@ def _gap_vs_n(configs: list[ConfigRow], pct: str, n_boot: int) -> Figure:
     fig, (ax,) = _figure(1)
     ax.set_xscale("log")
     ax.set_yscale("log", nonpositive="clip")
-    for _, label, cs in _series(configs, "n"):
+    for _, label, cs in series(configs, "n"):
         pos, color = [c for c in cs if c.gap.mean > 0], None
         if pos:
             bars = _errbar(ax, [c.n for c in pos], [c.gap for c in pos], f"{label}: mean gap ({pct} CI)")
@@ -124,7 +125,7 @@ def _gap_vs_n(configs: list[ConfigRow], pct: str, n_boot: int) -> Figure:
 def _test_error(configs: list[ConfigRow], pct: str) -> Figure:
     _one(configs, ("task", "n", "bits"), "a test-error plot")
     fig, (ax,) = _figure(1)
-    for _, label, cs in _series(configs, "rank"):
+    for _, label, cs in series(configs, "rank"):
         _errbar(ax, [c.rank for c in cs], [c.test for c in cs], label)
     for c in (c for c in configs if c.rank <= 0):  # full fine-tuning has no rank: a level line
         ax.axhline(c.test.mean, ls="--", color="grey", label=f"{c.mode} (no rank): {c.test.mean:.3g}")
@@ -139,30 +140,30 @@ def plot_gap_vs_rank(records, confidence: float = 0.95) -> Figure:
     """Mean gap (CI error bars) against rank with the seed-bound curve, a panel per mode.
 
     The records must share one task, n and bits."""
-    return _gap_vs_rank(_config_rows(_normalize(records), confidence, []), f"{100 * confidence:g}%")
+    return _gap_vs_rank(config_rows(normalize_records(records), confidence, []), f"{100 * confidence:g}%")
 
 
 def plot_gap_vs_n(records, confidence: float = 0.95, n_boot: int = 2000) -> Figure:
     """Mean gap against n on log-log axes with each line's fitted slope; one task, rank and bits."""
-    configs = _config_rows(_normalize(records), confidence, [])
+    configs = config_rows(normalize_records(records), confidence, [])
     return _gap_vs_n(configs, f"{100 * confidence:g}%", n_boot)
 
 
 def plot_test_error(records, confidence: float = 0.95) -> Figure:
     """Mean test error (test loss for mse) with CI error bars per mode against rank; one task, n, bits."""
-    return _test_error(_config_rows(_normalize(records), confidence, []), f"{100 * confidence:g}%")
+    return _test_error(config_rows(normalize_records(records), confidence, []), f"{100 * confidence:g}%")
 
 
 def _save(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    _atomic_write(path, buf.getvalue())
+    write_file(path, buf.getvalue())
     return path
 
 
 def write_plots(records, out_dir, confidence: float = 0.95, n_boot: int = 2000) -> PlotFiles:
     """Every plot the records support, one file per (task, n or rank, bits); see ``.skipped``."""
-    configs = _config_rows(_normalize(records), confidence, [])
+    configs = config_rows(normalize_records(records), confidence, [])
     out, pct, files = Path(out_dir), f"{100 * confidence:g}%", PlotFiles()
     cells: dict[tuple, list[ConfigRow]] = {}
     for c in configs:

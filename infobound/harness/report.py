@@ -18,32 +18,25 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from ..errors import InputError
-from ..files import atomic_write
-from ..spec import Mode
-from .stats import (CONFIG_KEYS, SUPPORT_RULES, Interval, Slope, Verdict, claim_support,
-                    group_records, loglog_slope, mean_ci, seed_matched_difference, verdict)
+from ..files import write_file
+from .rows import ConfigRow, alpha_scale, config_rows, normalize_records, series
+from .stats import (SUPPORT_RULES, Slope, Verdict, claim_support, loglog_slope,
+                    seed_matched_difference)
 
-if TYPE_CHECKING:  # the same names resolve at run time through ``__getattr__`` below
-    from .figures import PlotFiles, plot_gap_vs_n, plot_gap_vs_rank, plot_test_error, write_plots
 
 RECORD_KEYS: tuple[str, ...] = (
     "key", "task", "mode", "rank", "n", "seed", "bits", "alpha", "init", "train_error",
     "test_error", "train_loss", "test_loss", "gap", "loss_kind", "trainable_params", "bound",
     "bound_applicable", "test_n", "wall_time", "versions",
 )
-REQUIRED_KEYS = ("task", "mode", "rank", "n", "seed")
 DEFAULT_MARGIN = 0.02  # absolute margin of "≈" and "≤" in the claims, in loss units
 THEORY_SLOPE = {"n": -0.5, "rank": 0.5}  # THEORY §6: gap of order √r / √n
-MODE_ORDER = tuple(m.value for m in Mode)
 CLAIMS: dict[str, tuple[str, str, str]] = {  # id: (statement about x − y, metric, test)
     "i": ("B-only test error ≈ LoRA test error, same rank", "test", "equal"),
     "ii": ("A-only test error > B-only test error, same rank", "test", "greater"),
@@ -51,39 +44,6 @@ CLAIMS: dict[str, tuple[str, str, str]] = {  # id: (statement about x − y, met
     "iv-test": ("B-only at rank 2r ≈ LoRA at rank r: test error", "test", "equal"),
     "iv-gap": ("B-only at rank 2r ≈ LoRA at rank r: gap", "gap", "equal"),
 }
-
-@dataclass(frozen=True)
-class ConfigRow:
-    """One configuration over its seeds: the mean gap's interval, errors, bound and verdict."""
-
-    task: str
-    mode: str
-    rank: int
-    n: int
-    bits: int | None
-    alpha: float | None
-    init: str | None
-    loss_kind: str
-    seeds: int
-    gap: Interval
-    """Mean per-seed gap (test − train) with its t-interval."""
-    test: Interval
-    """Mean test error (0-1 loss) or test loss (mse) with its t-interval."""
-    train_mean: float
-    """Mean train error (0-1 loss) or train loss (mse)."""
-    bound: float | None
-    """The seed bound as recorded (expectation, σ = 1/2, ``bits`` bits)."""
-    applicable: bool
-    verdict: Verdict
-    note: str
-    """Why the bound does not apply; empty when it does."""
-    gap_by_seed: dict = field(repr=False)
-    test_by_seed: dict = field(repr=False)
-
-    @property
-    def metric(self) -> str:
-        return "test loss" if self.loss_kind == "mse" else "test error"
-
 
 @dataclass(frozen=True)
 class ClaimRow:
@@ -143,85 +103,10 @@ class Summary:
 # ---------------------------------------------------------------- records -> configurations
 
 
-def _normalize(records) -> list[dict]:
-    if isinstance(records, Mapping) or not isinstance(records, Iterable):
-        raise InputError(f"records must be a list of record dicts, got {type(records).__name__}")
-    out = []
-    for i, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise InputError(f"records[{i}] must be a dict, got {type(record).__name__}")
-        missing = [k for k in REQUIRED_KEYS if record.get(k) is None]
-        if missing:
-            raise InputError(f"records[{i}] lacks required key(s) {missing}; required: {REQUIRED_KEYS}")
-        r = dict(record, mode=Mode.parse(record["mode"]).value)
-        kind = r.get("loss_kind") or ("mse" if r.get("test_error") is None else "zero_one")
-        if kind not in ("zero_one", "mse"):
-            raise InputError(f"records[{i}] loss_kind must be 'zero_one' or 'mse', got {kind!r}")
-        r["loss_kind"] = kind
-        part = "loss" if kind == "mse" else "error"
-        if r.get("gap") is None and None not in (r.get(f"test_{part}"), r.get(f"train_{part}")):
-            r["gap"] = r[f"test_{part}"] - r[f"train_{part}"]
-        out.append(r)
-    if not out:
-        raise InputError("records must contain at least one record, got none")
-    return out
-
-
-def _not_applicable(runs: list[dict]) -> str:
-    why = (["parameters not quantised"] if any(r.get("bits") is None for r in runs) else []) + \
-          (["the loss (MSE) is unbounded"] if runs[0]["loss_kind"] == "mse" else [])
-    if not why:
-        why = ["no bound recorded" if any(r.get("bound") is None for r in runs)
-               else "assumptions unmet (bound_applicable is False)"]
-    return "bound not applicable: " + "; ".join(why)
-
-
-def _finite(by_seed: dict, key: str) -> dict:
-    return {s: float(r[key]) for s, r in by_seed.items()
-            if r.get(key) is not None and math.isfinite(float(r[key]))}
-
-
-def _config_rows(recs: list[dict], confidence: float, notes: list[str]) -> list[ConfigRow]:
-    rows = []
-    for key, runs in group_records(recs, CONFIG_KEYS).items():
-        label = ", ".join(f"{k}={v}" for k, v in zip(CONFIG_KEYS, key))
-        by_seed = {}
-        for r in runs:
-            if r["seed"] in by_seed:
-                notes.append(f"duplicate seed {r['seed']} in ({label}): the later record is used")
-            by_seed[r["seed"]] = r
-        runs, kind = list(by_seed.values()), runs[0]["loss_kind"]
-        part = "loss" if kind == "mse" else "error"
-        gaps, tests = _finite(by_seed, "gap"), _finite(by_seed, f"test_{part}")
-        if len(gaps) < len(runs):
-            notes.append(f"({label}): {len(runs) - len(gaps)} run(s) without a finite gap left out")
-        if not gaps:
-            continue
-        bounds = sorted({float(r["bound"]) for r in runs if r.get("bound") is not None})
-        if len(bounds) > 1 and bounds[-1] - bounds[0] > 1e-9 * bounds[-1]:
-            notes.append(f"({label}): bounds differ ({bounds[0]:.4g}..{bounds[-1]:.4g}), largest used")
-        bound = bounds[-1] if bounds else None
-        applicable = bound is not None and kind == "zero_one" and all(
-            r.get("bits") is not None and r.get("bound_applicable", True) is not False for r in runs)
-        gap_ci = mean_ci(list(gaps.values()), confidence)
-        trains = list(_finite(by_seed, f"train_{part}").values())
-        test_ci = mean_ci(list(tests.values()), confidence) if tests else \
-            Interval(math.nan, math.nan, math.nan, 0, math.nan, confidence, "no values")
-        rows.append(ConfigRow(
-            *key, kind, len(gaps), gap_ci, test_ci, float(np.mean(trains)) if trains else math.nan,
-            bound, applicable, verdict(gap_ci, bound, 1.0, applicable),
-            "" if applicable else _not_applicable(runs), gaps, tests))
-    return rows
-
-
 # ---------------------------------------------------------------- claims and rates
 
 
-def _scale(c: ConfigRow):
-    return None if c.alpha is None or c.rank <= 0 else round(c.alpha / c.rank, 12)
-
-
-_MATCHES = ((lambda c: (c.init, c.alpha)), (lambda c: (c.init, _scale(c))), (lambda c: c.init))
+_MATCHES = ((lambda c: (c.init, c.alpha)), (lambda c: (c.init, alpha_scale(c))), (lambda c: c.init))
 
 
 def _pairs(xs: list[ConfigRow], ys: list[ConfigRow]) -> list[tuple[ConfigRow, ConfigRow]]:
@@ -264,47 +149,30 @@ def _claims(configs: list[ConfigRow], margin: float, confidence: float) -> list[
     return rows
 
 
-def _rank_series(cs: list[ConfigRow]) -> list[tuple[str, list[ConfigRow]]]:
-    """Split one mode's configurations into lines with one configuration per rank (by α/r, then α)."""
-    levels = ((lambda c: None, lambda k: ""), (_scale, lambda k: f"α/r={k:g}"),
-              (lambda c: c.alpha, lambda k: f"α={k:g}"))
-    for f, name in levels:
-        groups: dict = {}
-        for c in cs:
-            groups.setdefault(f(c), []).append(c)
-        if all(len({c.rank for c in g}) == len(g) for g in groups.values()) or f is levels[-1][0]:
-            return [(name(k) if k is not None else "", sorted(g, key=lambda c: c.rank))
-                    for k, g in groups.items()]
-    return []  # unreachable: the last level always returns
-
-
-def _series(configs: list[ConfigRow], along: str) -> list[tuple[str, str, list[ConfigRow]]]:
-    """(mode, label, configurations sorted along ``along``) for plots and rates; modes in Mode order."""
-    out = []
-    for mode in MODE_ORDER:
-        cs = [c for c in configs if c.mode == mode and (along != "rank" or c.rank > 0)]
-        inits = sorted({str(c.init) for c in cs})
-        for init in inits:
-            mine = [c for c in cs if str(c.init) == init]
-            if along == "rank":
-                lines = _rank_series(mine)
-            else:
-                alphas = sorted({c.alpha for c in mine}, key=lambda a: -1 if a is None else a)
-                lines = [("" if len(alphas) == 1 or a is None else f"α={a:g}",
-                          sorted((c for c in mine if c.alpha == a), key=lambda c: c.n)) for a in alphas]
-            for extra, line in lines:
-                tags = ([init] if len(inits) > 1 else []) + ([extra] if extra else [])
-                out.append((mode, mode + (f" ({', '.join(tags)})" if tags else ""), line))
-    return out
+MIN_RATE_POINTS = 3  # a line through 2 points fits exactly: no evidence about a rate
 
 
 def _agrees(against: str, s: Slope) -> str:
+    """"yes" only when the interval contains the theory's value and excludes the alternative.
+
+    Against n the theory is −1/2 and the alternative is no decay (slope ≥ 0): "yes" needs the
+    interval to hold −1/2 and to lie below 0; "no" when it excludes −1/2. Against the rank the theory
+    is a slope of at most +1/2: "yes" when the whole interval is ≤ +1/2, "no" when it lies above.
+    Anything else, or fewer than ``MIN_RATE_POINTS`` points, is "unclear".
+    """
+    if s.points < MIN_RATE_POINTS:
+        return "unclear"
     low, high = (s.low, s.high) if math.isfinite(s.low) else (s.ols_low, s.ols_high)
     if not (math.isfinite(low) and math.isfinite(high)):
         return "unclear"
-    if against == "n":  # ≈ −1/2
-        return "yes" if low <= THEORY_SLOPE["n"] <= high else "no"
-    return "yes" if low <= THEORY_SLOPE["rank"] else "no"  # ≤ +1/2
+    theory = THEORY_SLOPE[against]
+    if against == "n":
+        if not low <= theory <= high:
+            return "no"
+        return "yes" if high < 0 else "unclear"
+    if high <= theory:
+        return "yes"
+    return "no" if low > theory else "unclear"
 
 
 def _rates(configs: list[ConfigRow], confidence: float, n_boot: int, seed: int) -> list[RateRow]:
@@ -314,7 +182,7 @@ def _rates(configs: list[ConfigRow], confidence: float, n_boot: int, seed: int) 
         for c in configs:
             cells.setdefault((c.task, c.bits, getattr(c, fixed)), []).append(c)
         for (task, bits, value), cs in cells.items():
-            for mode, label, line in _series(cs, against):
+            for mode, label, line in series(cs, against):
                 if len(line) < 2:
                     continue
                 x = [getattr(c, against) for c in line]
@@ -331,7 +199,7 @@ def summarize(records, *, margin: float = DEFAULT_MARGIN, confidence: float = 0.
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
         raise InputError(f"margin must be a number >= 0 (absolute, loss units), got {margin!r}")
     notes: list[str] = []
-    configs = _config_rows(_normalize(records), confidence, notes)
+    configs = config_rows(normalize_records(records), confidence, notes)
     return Summary(configs, _claims(configs, float(margin), confidence),
                    _rates(configs, confidence, n_boot, seed), float(margin), confidence, notes)
 
@@ -417,11 +285,14 @@ def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
     lines += ["", "## Rates", "",
               "Slope of log(mean gap) against log n (rank fixed; theory −1/2) and against log rank "
               "(n fixed; theory ≤ +1/2), THEORY §6. Interval: seeded percentile bootstrap over the "
-              f"seeds at each point ({pct}); the OLS t-interval beside it.", ""]
-    header = ["task", "mode", "bits", "against", "fixed", "x values", "slope", f"bootstrap {pct} CI",
-              f"OLS {pct} CI", "theory", "agrees", "note"]
+              f"seeds at each point ({pct}); the OLS t-interval beside it. 'agrees' is yes only with "
+              f"{MIN_RATE_POINTS} or more points and an interval that contains the theory's value and "
+              "excludes the alternative (no decay in n; a slope above +1/2 in rank); no when it "
+              "excludes the theory's value; otherwise unclear.", ""]
+    header = ["task", "mode", "bits", "against", "fixed", "x values", "points", "slope",
+              f"bootstrap {pct} CI", f"OLS {pct} CI", "theory", "agrees", "note"]
     rows = [[r.task, r.series, _f(r.bits), r.against,
-             f"{'rank' if r.against == 'n' else 'n'}={r.fixed}", ", ".join(map(str, r.x)),
+             f"{'rank' if r.against == 'n' else 'n'}={r.fixed}", ", ".join(map(str, r.x)), r.slope.points,
              _f(r.slope.slope, 3), _ci(r.slope.low, r.slope.high),
              _ci(r.slope.ols_low, r.slope.ols_high),
              f"{r.theory:+g}" if r.against == "n" else f"≤ {r.theory:+g}", r.agrees, r.slope.reason]
@@ -437,7 +308,7 @@ def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
         here = Path(path).resolve().parent
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({os.path.relpath(Path(p).resolve(), here)})"
                                          for p in plots]
-    _atomic_write(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
+    write_file(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
     return Path(path)
 
 
@@ -458,11 +329,6 @@ def format_verdict_table(summary: Summary) -> str:
 # ---------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, data)
-
-
 def write_csv(records, path) -> Path:
     """Records as CSV: ``RECORD_KEYS`` first, then every extra key sorted; None is an empty cell."""
     recs = list(records)
@@ -473,19 +339,5 @@ def write_csv(records, path) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerows([columns] + [[cell(r.get(k)) for k in columns] for r in recs])
-    _atomic_write(Path(path), buf.getvalue().encode("utf-8"))
+    write_file(Path(path), buf.getvalue().encode("utf-8"))
     return Path(path)
-
-
-# ---------------------------------------------------------------- plots (in ``figures``)
-
-_FIGURES = ("PlotFiles", "plot_gap_vs_rank", "plot_gap_vs_n", "plot_test_error", "write_plots")
-
-
-def __getattr__(name: str):
-    """The plotting names of ``harness.figures``, importable from this module as well."""
-    if name in _FIGURES:
-        from . import figures
-
-        return getattr(figures, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

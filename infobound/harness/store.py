@@ -166,9 +166,14 @@ class RunStore:
 
     FILENAME = "records.sqlite"
 
-    def __init__(self, folder, create: bool = True):
+    def __init__(self, folder, create: bool = True, read_only: bool = False):
+        if not isinstance(folder, (str, os.PathLike)):
+            raise InputError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
         self.folder = Path(folder)
         self.path = self.folder / self.FILENAME
+        self.read_only = bool(read_only)
+        if create and read_only:
+            raise InputError("a run store opened read_only=True cannot be created; pass create=False")
         if create:
             self.check_writable(self.folder)
         else:
@@ -236,7 +241,7 @@ class RunStore:
         except sqlite3.DatabaseError as exc:
             if _not_about_content(exc):
                 raise
-            raise self._foreign(f"an unreadable database ({exc})") from None
+            raise self._damaged(exc) from None
         if not tables:
             return False
         if "meta" not in tables:
@@ -295,6 +300,8 @@ class RunStore:
 
     def _open(self) -> sqlite3.Connection:
         self._check_header()
+        if self.read_only:
+            return self._open_read_only()
         self._validate_read_only()
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
@@ -327,6 +334,38 @@ class RunStore:
             conn.close()
             raise
         return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A connection that can never write the database: ``mode=ro``, or ``immutable=1`` where the
+        folder is read-only and SQLite cannot make the shared-memory file a WAL reader needs. (A WAL
+        reader may leave empty ``-wal``/``-shm`` files beside the database.)"""
+        base = self.path.resolve().as_uri()
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            conn = sqlite3.connect(base + query, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                conn.execute("BEGIN")
+                ready = self._validate(conn)
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if _not_about_content(exc):
+                    continue
+                raise self._damaged(exc) from None
+            except BaseException:
+                conn.close()
+                raise
+            if not ready:
+                conn.close()
+                raise InputError(f"run store {str(self.path)!r} is empty: it holds no schema and no records")
+            return conn
+        raise InputError(f"run store {str(self.path)!r} cannot be opened for reading (check its permissions)")
+
+    def _damaged(self, exc: Exception) -> InputError:
+        return InputError(
+            f"run store {str(self.path)!r} is damaged (SQLite: {exc}); it was left unchanged. The "
+            f"sqlite3 shell's '.recover' command can copy the readable records into a new file; or "
+            f"choose another output folder and rerun."
+        )
 
     @staticmethod
     def _use_wal(conn: sqlite3.Connection) -> None:
@@ -402,8 +441,17 @@ class RunStore:
 
     def get(self, key: str) -> dict | None:
         """The record stored under ``key`` (with a ``"key"`` field), or None."""
-        row = self._db.execute("SELECT key, record FROM records WHERE key = ?", (key,)).fetchone()
-        return None if row is None else {_KEY_FIELD: row[0], **json.loads(row[1])}
+        row = self._db.execute("SELECT seq, key, record FROM records WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            value = json.loads(row[2])
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise InputError(f"run store {str(self.path)!r}: the record in row {row[0]} (key {key[:12]}...) "
+                             "is damaged (not a valid JSON object); the other records are unaffected")
+        return {_KEY_FIELD: row[1], **value}
 
     def config(self, key: str) -> dict | None:
         """The config stored under ``key``, or None."""
@@ -418,13 +466,41 @@ class RunStore:
         """
         if where is not None and not isinstance(where, Mapping):
             raise InputError(f"where must be a mapping of field to value or None, got {where!r}")
-        rows = self._db.execute("SELECT key, record FROM records ORDER BY seq").fetchall()
-        out = []
-        for key, text in rows:
-            rec = {_KEY_FIELD: key, **json.loads(text)}
-            if where is None or all(f in rec and _matches(rec[f], w) for f, w in where.items()):
-                out.append(rec)
-        return out
+        records, damaged = self._read_records()
+        if damaged:
+            total = len(records) + len(damaged)
+            raise InputError(
+                f"run store {str(self.path)!r} has {len(damaged)} damaged record(s) (rows "
+                f"{', '.join(map(str, damaged[:10]))}{', ...' if len(damaged) > 10 else ''}: not valid "
+                f"JSON objects); {len(records)} of {total} are readable and were left unchanged. "
+                f"'infobound report DIR --skip-damaged' reports the readable ones; rerun into another "
+                f"--out folder to retrain the damaged ones"
+            )
+        return [rec for rec in records
+                if where is None or all(f in rec and _matches(rec[f], w) for f, w in where.items())]
+
+    def readable_records(self) -> tuple[list[dict], list[int]]:
+        """The records that decode (each with its ``"key"``), and the row numbers of those that do not."""
+        return self._read_records()
+
+    def _read_records(self) -> tuple[list[dict], list[int]]:
+        try:
+            rows = self._db.execute("SELECT seq, key, record FROM records ORDER BY seq").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if _not_about_content(exc):
+                raise
+            raise self._damaged(exc) from None
+        out, damaged = [], []
+        for seq, key, text in rows:
+            try:
+                value = json.loads(text)
+            except (TypeError, ValueError):
+                value = None
+            if not isinstance(value, dict):
+                damaged.append(seq)
+                continue
+            out.append({_KEY_FIELD: key, **value})
+        return out, damaged
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -451,6 +527,8 @@ class RunStore:
         Keys already stored (or repeated within ``items``) keep their first row. Any error, e.g. an
         item that does not serialise, rolls the whole batch back. Returns the number newly inserted.
         """
+        if self.read_only:
+            raise InputError(f"run store {str(self.path)!r} was opened read_only=True; it cannot be written")
         db = self._db
         inserted = 0
         db.execute("BEGIN IMMEDIATE")

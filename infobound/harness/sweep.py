@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import numpy as np
 
-from ..errors import InputError, check_int
+from ..errors import InputError, Interrupted
 from ..presets import select_layers
-from ..spec import AdapterSpec, LayerSpec, Mode
+from ..spec import AdapterSpec, FrozenInit, LayerSpec, Mode
+from ..validation import check_int, check_list, check_names, check_real, describe
+
+MAX_SEEDS = 1_000_000
+MAX_STEPS = 10_000_000
 
 RANKLESS = 0  # the rank recorded for full fine-tuning, where no rank applies
 
@@ -47,19 +50,22 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        set_("modes", _nonempty("modes", tuple(Mode.parse(m) for m in self.modes)))
-        set_("ranks", _nonempty("ranks", tuple(check_int("ranks", r, 1) for r in self.ranks)))
-        set_("ns", _nonempty("n", tuple(check_int("n", n, 1) for n in self.ns)))
-        set_("seeds", check_int("seeds", self.seeds, 1))
-        bits = tuple(None if b is None else check_int("bits", b, 1, 64) for b in self.bits)
-        set_("bits", _nonempty("bits", bits))
-        set_("steps", check_int("steps", self.steps, 1))
-        for name in ("lr", "clip") + (("alpha",) if self.alpha is not None else ()):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
-                raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+        if not isinstance(self.task, str) or not self.task.strip():
+            raise InputError(f"task must be a task name (digits, teacher or linreg), got {describe(self.task)}")
+        set_("task", self.task.strip())
+        set_("modes", check_list("modes", self.modes, lambda name, m: Mode.parse(m)))
+        set_("ranks", check_list("ranks", self.ranks, lambda name, r: check_int(name, r, 1)))
+        set_("ns", check_list("n", self.ns, lambda name, n: check_int(name, n, 1)))
+        set_("seeds", check_int("seeds", self.seeds, 1, MAX_SEEDS))
+        set_("bits", check_list("bits", self.bits, _bits))
+        set_("steps", check_int("steps", self.steps, 1, MAX_STEPS))
+        set_("lr", check_real("lr", self.lr, 0.0, open_low=True))
+        set_("clip", check_real("clip", self.clip, 0.0, open_low=True))
+        if self.alpha is not None:
+            set_("alpha", check_real("alpha", self.alpha, 0.0, open_low=True))
+        set_("init", FrozenInit.parse(self.init).value)
         if self.targets is not None:
-            set_("targets", _nonempty("targets", tuple(self.targets)))
+            set_("targets", check_names("targets", self.targets))
 
     def groups(self) -> list["GroupConfig"]:
         """Every unit of work, in a stable order; full fine-tuning once per n (rank does not apply)."""
@@ -131,7 +137,7 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
     layers = select_layers(linear_layers(model), targets, model=group.task)  # the bound's side
     rank = 1 if group.mode is Mode.FULL else group.rank
     inject_lora(model, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
-                stack=k, seeds=[_frozen_seed(s) for s in seeds])
+                stack=k, seeds=[frozen_seed(s) for s in seeds])
     train = [task.train_set(group.n, seed=s) for s in seeds]
     x_train = torch.stack([torch.as_tensor(x) for x, _ in train])  # (K, n, d_in)
     y_train = torch.stack([torch.as_tensor(y) for _, y in train])  # (K, n) or (K, n, d_out)
@@ -236,12 +242,17 @@ def run_sweep(
     counts = {"groups": len(groups), "skipped": len(groups) - len(todo), "written": 0}
     mapper = map if executor is None else executor.map
     bar = tqdm(total=len(todo), desc=f"{config.task} sweep", unit="group", disable=not progress)
-    for group, records in zip(todo, mapper(run_group, todo)):
-        counts["written"] += store.put_many(
-            (r["key"], {k: v for k, v in r.items() if k != "key"}, group.run_config(r["seed"], r["bits"]))
-            for r in records)
-        bar.update(1)
-        bar.set_postfix_str(f"{group.mode.value} r={group.rank} n={group.n}")
+    try:
+        for group, records in zip(todo, mapper(run_group, todo)):
+            counts["written"] += store.put_many(
+                (r["key"], {k: v for k, v in r.items() if k != "key"}, group.run_config(r["seed"], r["bits"]))
+                for r in records)
+            bar.update(1)
+            bar.set_postfix_str(f"{group.mode.value} r={group.rank} n={group.n}")
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(f"interrupted: {len(store)} records stored in {str(store.folder)!r} "
+                          f"({counts['written']} written by this run); rerun the same command to resume")
     bar.close()
     return counts
 
@@ -258,21 +269,50 @@ def process_pool(workers: int):
     """An executor running groups in ``workers`` fresh processes (``spawn``: safe with torch's threads).
 
     Each worker uses one torch thread, so on a machine with C cores up to C groups run at once; the
-    records are the same as in one process (each group is a pure function of its config).
+    records are the same as in one process (each group is a pure function of its config). Workers
+    ignore SIGINT (the parent handles Ctrl-C and stops them: ``stop_workers``) and end themselves
+    within a second when the parent process dies, even by SIGKILL.
     """
     import multiprocessing
+    import os
     from concurrent.futures import ProcessPoolExecutor
 
-    workers = check_int("workers", workers, 1)
+    workers = check_int("workers", workers, 1, 256)
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_one_thread)
+                               initializer=_worker_start, initargs=(os.getpid(),))
 
 
-def _one_thread() -> None:
-    """Worker start-up: one torch thread per worker, so that workers never oversubscribe the cores."""
+def stop_workers(pool) -> None:
+    """Cancel what has not started and end the pool's worker processes now (after Ctrl-C)."""
+    import multiprocessing
+
+    pool.shutdown(wait=False, cancel_futures=True)
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(5)
+
+
+def _worker_start(parent: int) -> None:
+    """Worker start-up: one torch thread; Ctrl-C left to the parent; exit when the parent is gone."""
+    import signal
+    import threading
+
     import torch
 
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
+
+
+def _watch_parent(parent: int, interval: float = 0.25) -> None:
+    """End this process as soon as ``parent`` is no longer its parent (it died; we were re-parented)."""
+    import os
+
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def default_workers() -> int:
@@ -292,7 +332,7 @@ def versions() -> str:
     return f"infobound {__version__}; torch {torch.__version__}; numpy {numpy.__version__}; python {platform.python_version()}"
 
 
-def _frozen_seed(seed: int) -> int:
+def frozen_seed(seed: int) -> int:
     """The frozen factor's seed for a run seed: fixed before any data is seen, distinct from the subset's."""
     return 1_000_003 * (seed + 1)
 
@@ -301,9 +341,71 @@ def _loss(task) -> str:
     return "cross_entropy" if task.loss_kind == "zero_one" else "mse"
 
 
-def _nonempty(name: str, values: tuple) -> tuple:
-    if not values:
-        raise InputError(f"{name} must list at least one value")
-    if len(set(values)) != len(values):
-        raise InputError(f"{name} must not repeat values, got {list(values)}")
-    return values
+def _bits(name: str, value) -> int | None:
+    """A bit width 1 to 64, or None (also written 'none') for an unquantised evaluation."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "float")):
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise InputError(f"{name} must be bit widths 1 to 64 or None, got {value!r}") from None
+    return check_int(name, value, 1, 64)
+
+
+# ------------------------------------------------------------------------------------ estimate
+NOMINAL_GFLOPS = 40.0
+"""Sustained float32 GFLOP/s of one worker on these small stacked shapes (measured on 2 cores:
+the default sweep); the estimate's only constant."""
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The size of a sweep and a rough estimate of its time, stated before training starts."""
+
+    groups: int
+    groups_todo: int
+    runs: int
+    runs_todo: int
+    flops: float
+    """Counted: 6 FLOPs per weight per example per step (forward and backward), 2 per evaluation."""
+    workers: int
+    largest_stack_bytes: float
+    """float32 activations of the largest group (inputs of every linear layer, kept for backward)."""
+
+    @property
+    def seconds(self) -> float:
+        return self.flops / (NOMINAL_GFLOPS * 1e9 * max(1, min(self.workers, self.groups_todo)))
+
+    def describe(self) -> str:
+        runs = f"{self.groups} configurations × seeds = {self.runs:,} runs"
+        if self.runs_todo == 0:
+            return f"sweep: {runs}, all stored; nothing to train"
+        left = f"{self.runs_todo:,} to train" if self.runs_todo < self.runs else "none stored yet"
+        return (f"sweep: {runs} ({left}); ≈ {self.flops:.2g} FLOPs, estimated {_duration(self.seconds)} "
+                f"on {min(self.workers, self.groups_todo)} worker(s) (rough: {NOMINAL_GFLOPS:g} GFLOP/s "
+                f"each); largest stack ≈ {self.largest_stack_bytes / 2**30:.2g} GiB of activations")
+
+
+def plan_sweep(config: SweepConfig, store, layers: list[LayerSpec], test_n: int, workers: int) -> SweepPlan:
+    """Count what ``config`` will train (given what ``store`` holds) on a network with ``layers``."""
+    weights = sum(layer.d_in * layer.d_out for layer in layers)
+    width = sum(layer.d_in for layer in layers)
+    groups = config.groups()
+    todo = [g for g in groups if store.missing(g.keys())]
+    flops, peak = 0.0, 0.0
+    for g in todo:
+        k = len(g.seeds)
+        flops += k * (6.0 * weights * g.n * g.steps + 2.0 * weights * (g.n + test_n) * len(g.bits))
+        peak = max(peak, 4.0 * k * max(g.n, test_n) * width * 3)
+    per_group = config.seeds * len(config.bits)
+    return SweepPlan(len(groups), len(todo), len(groups) * per_group, len(todo) * per_group, flops,
+                     workers, peak)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -31,9 +31,9 @@ from numbers import Real
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from ..errors import Choice, InputError, check_int
+from ..errors import Choice, InputError
+from ..validation import check_int
 from ..lora import lora_layers, stack_size, trainable_parameters
 
 __all__ = ["Loss", "TrainResult", "evaluate_stacked", "train_stacked"]

@@ -8,99 +8,151 @@ so ``infobound report DIR`` reproduces it without training.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..errors import InputError
 from ..files import atomic_write
-from ..presets import select_layers
+from ..presets import parse_targets, select_layers
 from ..spec import Mode, check_rank
-from .closed_forms import linreg_table
-from .sweep import SweepConfig, linear_layers
+from ..validation import check_instance, check_int, check_path
+from .sweep import SweepConfig, SweepPlan, linear_layers, plan_sweep
 
 SETTINGS_FILE = "sweep.json"
 # Settings that change what a record means without being part of the report's configuration columns:
 # one folder holds one value of each, so the report never averages across them.
 FOLDER_WIDE = ("task", "steps", "lr", "clip", "targets")
+MAX_WORKERS = 256
 
 
-def check_sweep(config: SweepConfig, out: Path):
-    """Every check that can fail, before any training: returns the opened ``RunStore``."""
+def check_sweep(config: SweepConfig, out) -> tuple[SweepConfig, object, SweepPlan]:
+    """Every check that can fail, before any training or any file is written.
+
+    Returns the config with its targets in canonical form (the task default written out becomes
+    ``None``, names in model order), the opened ``RunStore`` and the sweep's plan (size, estimate).
+    """
     from .store import RunStore
     from .tasks import get_task
 
+    config = check_instance("config", config, SweepConfig, "a SweepConfig")
+    out = check_path("out", out)
     task = get_task(config.task)  # unknown task: InputError listing the tasks
     too_many = [n for n in config.ns if n > task.max_n]
     if too_many:
         raise InputError(f"n must be at most {task.max_n} for task {config.task} (the size of its "
                          f"target training pool), got {too_many[0]}")
+    all_layers = linear_layers(task.base_model())
+    default = select_layers(all_layers, task.default_targets, model=f"task {config.task}")
     targets = config.targets or task.default_targets
-    layers = select_layers(linear_layers(task.base_model()), targets, model=f"task {config.task}")
+    layers = select_layers(all_layers, targets, model=f"task {config.task}")
+    config = replace(config, targets=_canonical_targets(layers, targets, default))
     if any(m is not Mode.FULL for m in config.modes):
         check_rank(max(config.ranks), layers)  # names the layer that limits the rank
+    _check_folder(out)
     RunStore.check_writable(out)
-    store = RunStore(out)  # a foreign or incompatible store: InputError, file untouched
+    store = RunStore(out)  # a foreign, damaged or incompatible store: InputError, file untouched
     try:
         _check_same_settings(store, config)
+        plan = plan_sweep(config, store, all_layers, int(task.test_set()[0].shape[0]), 1)
     except BaseException:
         store.close()
         raise
-    return store
+    return config, store, plan
 
 
-def validate(config: SweepConfig, out, *, progress: bool = True, workers: int = 1, executor=None) -> dict:
+def validate(config: SweepConfig, out, *, progress: bool = True, workers: int = 1, executor=None,
+             on_plan=None) -> dict:
     """Run the sweep (skipping stored runs) and write the report of every record in the folder.
 
-    ``workers`` > 1 runs groups in that many processes (ignored when an ``executor`` is given).
+    ``workers`` > 1 runs groups in that many processes (ignored when an ``executor`` is given);
+    ``on_plan(plan)`` is called with the sweep's size and time estimate before training starts.
+    Ctrl-C stops the workers and raises ``Interrupted``: every finished group stays stored.
     """
-    from .sweep import process_pool, run_sweep
+    from .sweep import process_pool, run_sweep, stop_workers
 
+    workers = check_int("workers", workers, 1, MAX_WORKERS)
+    if executor is not None and not callable(getattr(executor, "map", None)):
+        raise InputError(f"executor must have a map(fn, iterable) method (a concurrent.futures "
+                         f"executor), got {type(executor).__name__}")
+    if on_plan is not None and not callable(on_plan):
+        raise InputError(f"on_plan must be callable or None, got {type(on_plan).__name__}")
+    config, store, plan = check_sweep(config, out)
     out = Path(out)
-    store = check_sweep(config, out)
     with store:
+        plan = replace(plan, workers=1 if executor is None and workers == 1 else workers)
+        if on_plan is not None:
+            on_plan(plan)
         _write_json(out / SETTINGS_FILE, _settings(config))
-        if executor is None and workers > 1:
-            with process_pool(workers) as pool:
+        if executor is None and workers > 1 and plan.groups_todo > 0:
+            pool = process_pool(min(workers, plan.groups_todo))
+            try:
                 counts = run_sweep(config, store, executor=pool, progress=progress)
+            except BaseException:
+                stop_workers(pool)
+                raise
+            pool.shutdown()
         else:
             counts = run_sweep(config, store, executor=executor, progress=progress)
         records = store.records()  # the whole folder, as `infobound report DIR` sees it
     result = write_report(out, records)
     result["counts"] = counts
+    result["plan"] = plan
     return result
 
 
-def write_report(out, records=None) -> dict:
-    """CSV, Markdown summary and plots from ``records`` (default: every record stored in ``out``)."""
-    from . import report
+def write_report(out, records=None, *, skip_damaged: bool = False) -> dict:
+    """CSV, Markdown summary and plots from ``records`` (default: every record stored in ``out``).
+
+    The folder's writability is checked first and everything is computed before the first file is
+    written, so a refusal leaves the folder as it was. ``skip_damaged`` reports the readable records of a store
+    some of whose records are damaged (they are listed in the summary's notes).
+    """
+    from . import figures, report
     from .store import RunStore
 
-    out = Path(out)
+    out = check_path("DIR", out)
+    notes = []
     if records is None:
+        if not out.is_dir():
+            raise InputError(f"DIR must be a folder written by infobound validate; {str(out)!r} is not a folder")
         if not (out / RunStore.FILENAME).is_file():
             raise InputError(f"DIR must be a folder written by infobound validate; "
                              f"no {RunStore.FILENAME} in {str(out)!r}")
+        RunStore.check_writable(out)  # a read-only folder: one clear error, nothing touched
         with RunStore(out, create=False) as store:
-            records = store.records()
+            records, damaged = store.readable_records() if skip_damaged else (store.records(), [])
+        if damaged:
+            notes.append(f"{len(damaged)} damaged record(s) left out (store rows {', '.join(map(str, damaged))})")
+    else:
+        RunStore.check_writable(out)
     if not records:
         raise InputError(f"DIR holds no finished runs: {str(out)!r}")
     summary = report.summarize(records)
+    summary.notes.extend(notes)
+    meta = {"title": f"infobound validate: task {records[0]['task']}", **_describe_setting(out, records[0]),
+            "sections": [_linreg_table(records)]}
     csv_path = report.write_csv(records, out / "records.csv")
-    plots = report.write_plots(records, out)
-    meta = {"title": f"infobound validate: task {records[0]['task']}", **_describe_setting(records[0]),
-            "plots": [str(p) for p in plots], "sections": [linreg_table(records)]}
+    plots = figures.write_plots(records, out)
+    meta["plots"] = [str(p) for p in plots]
     md_path = report.write_markdown(summary, out / "summary.md", meta)
     return {"summary": summary, "table": report.format_verdict_table(summary), "csv": csv_path,
             "markdown": md_path, "plots": list(plots), "skipped_plots": list(plots.skipped),
             "records": len(records)}
 
 
-def _describe_setting(record: dict) -> dict:
-    """Folder-wide settings of a sweep, in words, from one of its records."""
-    from .tasks import get_task
+def _linreg_table(records) -> str:
+    from .closed_forms import linreg_table
 
+    return linreg_table(records)
+
+
+def _describe_setting(out: Path, record: dict) -> dict:
+    """Folder-wide settings of a sweep, in words: the task description recorded at validate time."""
+    described = _read_settings(out).get("task_description")
+    if not described:
+        described = _task_description(record["task"])
     return {
-        "task details": get_task(record["task"]).describe(),
+        "task details": described,
         "training": f"full-batch Adam, {record['steps']} steps, step size {record['lr']}; adapted layers: "
                     f"{record.get('targets') or 'the task default'}",
         "quantisation": f"trained parameters rounded after training to a uniform grid on "
@@ -109,9 +161,50 @@ def _describe_setting(record: dict) -> dict:
     }
 
 
+def _task_description(name: str) -> str:
+    from ..extras import missing
+
+    if missing({"torch": "torch", "sklearn": "scikit-learn"}):
+        return f"{name} (its description was not recorded, and the harness extra is not installed)"
+    from .tasks import get_task
+
+    return get_task(name).describe()
+
+
+def _read_settings(out: Path) -> dict:
+    try:
+        data = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _check_folder(out: Path) -> None:
+    """Refuse a non-empty folder that holds no run store: its files are the user's, not ours."""
+    from .store import RunStore
+
+    if out.is_dir() and not (out / RunStore.FILENAME).exists() and any(out.iterdir()):
+        raise InputError(f"out {str(out)!r} is a non-empty folder that holds no infobound run store "
+                         f"({RunStore.FILENAME}); validate would write records.csv, summary.md, "
+                         f"{SETTINGS_FILE} and plots there. Choose a new or empty folder")
+
+
+def _canonical_targets(layers, targets, default) -> tuple[str, ...] | None:
+    """``None`` when ``targets`` selects the task's default layers; else the names in model order."""
+    if [l.name for l in layers] == [l.name for l in default]:
+        return None
+    names = parse_targets(targets)
+    order = {l.name: i for i, l in enumerate(layers)}
+    first = {t: min(order[l.name] for l in layers if l.name == t or l.name.endswith("." + t)) for t in names}
+    return tuple(sorted(names, key=first.__getitem__))
+
+
 def _settings(config: SweepConfig) -> dict:
+    from .tasks import get_task
+
     settings = asdict(config)
     settings["modes"] = [m.value for m in config.modes]
+    settings["task_description"] = get_task(config.task).describe()
     return settings
 
 

@@ -2,7 +2,7 @@
 
 ``Task`` is the interface (see the package docstring); ``TaskConfig`` validates a task's settings;
 ``mlp`` builds the ``fc1 -> ReLU -> fc2 -> ReLU -> head`` network of the classification tasks, which
-``_PretrainedMLP`` pretrains once per config and process (``clear_pretrain_cache`` forgets it).
+``PretrainedMLP`` pretrains once per config and process (``clear_pretrain_cache`` forgets it).
 
 No global RNG is touched: numpy draws use ``np.random.default_rng([seed, stream tag])``, one tag per
 purpose; torch initialisation runs inside ``torch.random.fork_rng``; minibatches use a
@@ -11,7 +11,6 @@ purpose; torch initialisation runs inside ``torch.random.fork_rng``; minibatches
 
 from __future__ import annotations
 
-import math
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -23,27 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import InputError, check_int
+from ...errors import InputError
+from ...validation import check_choice, check_int, check_real
 
 # Stream tags: a numpy Generator is seeded with [seed, tag], so no two purposes share a stream.
-_TEACHER, _CALIB, _PRETRAIN, _TRAIN_X, _TRAIN_NOISE, _TEST_X, _TEST_NOISE = range(1, 8)
-
-
-def _check_float(name: str, value, low: float, high: float = math.inf, open_low: bool = False) -> float:
-    """A finite float in [low, high] ((low, high] if ``open_low``), else ``InputError``."""
-    allowed = f"a number in {'(' if open_low else '['}{low}, {high}]"
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value > high or value < low or (open_low and value == low):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    return value
-
-
-def _check_choice(name: str, value, allowed) -> str:
-    if value not in allowed:
-        raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+STREAM_TEACHER, STREAM_CALIB, STREAM_PRETRAIN, STREAM_TRAIN_X, STREAM_TRAIN_NOISE, STREAM_TEST_X, STREAM_TEST_NOISE = range(1, 8)
 
 
 # ------------------------------------------------------------------------------------- configs
@@ -62,9 +45,10 @@ class TaskConfig:
             if kind == "int":
                 self._set(name, check_int(name, value, *args))
             elif kind == "float":
-                self._set(name, _check_float(name, value, *args))
+                low, high, open_low = (list(args) + [None, False])[:3]
+                self._set(name, check_real(name, value, low, high, open_low=open_low))
             else:
-                _check_choice(name, value, *args)
+                check_choice(name, value, *args)
 
     def _set(self, name: str, value) -> None:
         object.__setattr__(self, name, value)
@@ -80,7 +64,7 @@ def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
     ))  # fmt: skip
 
 
-def _build(factory, state: dict[str, torch.Tensor]) -> nn.Module:
+def build_pretrained(factory, state: dict[str, torch.Tensor]) -> nn.Module:
     """``factory()`` with ``state`` loaded (copied: every model owns its tensors); global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         model = factory()
@@ -133,11 +117,11 @@ def _cached_state(config: TaskConfig, train) -> dict[str, torch.Tensor]:
         return _STATES.setdefault(config, state)
 
 
-def _rng(*entropy: int) -> np.random.Generator:
+def stream_rng(*entropy: int) -> np.random.Generator:
     return np.random.default_rng(list(entropy))
 
 
-def _orthonormal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+def random_orthonormal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     """(rows, cols) with orthonormal columns, Haar-distributed (QR of a Gaussian, signs fixed)."""
     q, r = np.linalg.qr(rng.standard_normal((rows, cols)))
     return q * np.sign(np.diag(r))
@@ -197,7 +181,7 @@ class Task(ABC):
         """The task and its split, in words, for the report."""
 
 
-class _PretrainedMLP(Task):
+class PretrainedMLP(Task):
     """A classification task whose network is ``mlp(d_in, hidden, n_classes)`` pretrained on a source set."""
 
     loss_kind = "zero_one"
@@ -214,7 +198,7 @@ class _PretrainedMLP(Task):
         cfg = self.config
         train = lambda: _pretrain(self._factory, *self.pretrain_set(), cfg.seed,  # noqa: E731
                                   cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch_size)
-        return _build(self._factory, _cached_state(cfg, train))
+        return build_pretrained(self._factory, _cached_state(cfg, train))
 
     def _accuracies(self) -> list[float]:
         """The pretrained network's test accuracy on the source labels and on the target task."""

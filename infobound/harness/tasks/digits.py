@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from .base import _TRAIN_X, TaskConfig, _PretrainedMLP, _rng
+from .base import STREAM_TRAIN_X, PretrainedMLP, TaskConfig, stream_rng
 
 DIGIT_TRANSFORMS = {
     "mirror": (lambda img: img[..., :, ::-1], "horizontal mirror (column j -> 7 - j)"),
@@ -54,7 +54,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-class DigitsTask(_PretrainedMLP):
+class DigitsTask(PretrainedMLP):
     """8×8 digits, 10 classes: pretrained on the original images, adapted to transformed ones.
 
     ``pretrain_indices``, ``target_indices`` (the pool training sets are drawn from) and
@@ -89,7 +89,7 @@ class DigitsTask(_PretrainedMLP):
     def train_indices(self, n: int, seed: int) -> np.ndarray:
         """The ``load_digits`` indices of ``train_set(n, seed)``: a seed's pool permutation, first n."""
         n, seed = self._check_draw(n, seed)
-        return self.target_indices[_rng(seed, _TRAIN_X).permutation(self.max_n)[:n]]
+        return self.target_indices[stream_rng(seed, STREAM_TRAIN_X).permutation(self.max_n)[:n]]
 
     def _train_set(self, n: int, seed: int):
         return self._data(self.train_indices(n, seed))

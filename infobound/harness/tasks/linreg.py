@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...errors import InputError, check_int
-from .base import (_TEACHER, _TEST_NOISE, _TEST_X, _TRAIN_NOISE, _TRAIN_X, Task, TaskConfig,
-                   _build, _check_float, _orthonormal, _rng)
+from ...errors import InputError
+from ...validation import check_int, check_real
+from .base import (STREAM_TEACHER, STREAM_TEST_NOISE, STREAM_TEST_X, STREAM_TRAIN_NOISE, STREAM_TRAIN_X, Task,
+                   TaskConfig, build_pretrained, random_orthonormal, stream_rng)
 
 @dataclass(frozen=True)
 class LinregConfig(TaskConfig):
@@ -47,7 +48,7 @@ class LinregConfig(TaskConfig):
         super().__post_init__()
         self._set("delta_rank", check_int("delta_rank", self.delta_rank, 1, min(self.d_in, self.d_out)))
         if self.cov_eigenvalues is not None:
-            values = tuple(_check_float("cov_eigenvalues", v, 0.0) for v in self.cov_eigenvalues)
+            values = tuple(check_real("cov_eigenvalues", v, 0.0) for v in self.cov_eigenvalues)
             if len(values) != self.d_in:
                 raise InputError(f"cov_eigenvalues must list d_in = {self.d_in} numbers >= 0, got {len(values)}")
             self._set("cov_eigenvalues", values)
@@ -71,10 +72,10 @@ class LinregTask(Task):
         cfg = self.config
         self.d_in, self.d_out, self.max_n = cfg.d_in, cfg.d_out, cfg.max_n
         self.loss_scale = 1.0 / cfg.d_out
-        rng = _rng(cfg.seed, _TEACHER)
+        rng = stream_rng(cfg.seed, STREAM_TEACHER)
         w0 = rng.standard_normal((cfg.d_out, cfg.d_in)) * cfg.w0_scale / math.sqrt(cfg.d_in)
         self.w0 = w0.astype(np.float32).astype(np.float64)  # the network holds it exactly
-        u, v = _orthonormal(rng, cfg.d_out, cfg.delta_rank), _orthonormal(rng, cfg.d_in, cfg.delta_rank)
+        u, v = random_orthonormal(rng, cfg.d_out, cfg.delta_rank), random_orthonormal(rng, cfg.d_in, cfg.delta_rank)
         self.delta = cfg.delta_norm / math.sqrt(cfg.delta_rank) * (u @ v.T)  # (d_out, k) @ (k, d_in)
         self.w_target = self.w0 + self.delta
         if cfg.cov_eigenvalues is not None:
@@ -82,7 +83,7 @@ class LinregTask(Task):
         else:
             eig = cfg.cov_decay ** np.arange(cfg.d_in, dtype=np.float64)
             eig *= cfg.d_in / eig.sum()
-        basis = _orthonormal(rng, cfg.d_in, cfg.d_in) if cfg.cov_basis == "random" else np.eye(cfg.d_in)
+        basis = random_orthonormal(rng, cfg.d_in, cfg.d_in) if cfg.cov_basis == "random" else np.eye(cfg.d_in)
         self.cov_eigenvalues, self.cov = eig, (basis * eig) @ basis.T  # R diag(λ) Rᵀ
         self._cov_sqrt = (basis * np.sqrt(eig)) @ basis.T  # symmetric square root of Σ
         self.noise_var = cfg.noise_std**2
@@ -93,22 +94,22 @@ class LinregTask(Task):
         return nn.Sequential(OrderedDict(layer=nn.Linear(self.d_in, self.d_out, bias=False)))
 
     def base_model(self) -> nn.Module:
-        return _build(self._factory, {"layer.weight": torch.from_numpy(self.w0.astype(np.float32))})
+        return build_pretrained(self._factory, {"layer.weight": torch.from_numpy(self.w0.astype(np.float32))})
 
     def _draw(self, n: int, seed: int, x_tag: int, noise_tag: int, weight: np.ndarray):
-        x = _rng(seed, x_tag).standard_normal((n, self.d_in)) @ self._cov_sqrt  # (n, d_in), Cov Σ
-        noise = _rng(seed, noise_tag).standard_normal((n, self.d_out)) * self.config.noise_std
+        x = stream_rng(seed, x_tag).standard_normal((n, self.d_in)) @ self._cov_sqrt  # (n, d_in), Cov Σ
+        noise = stream_rng(seed, noise_tag).standard_normal((n, self.d_out)) * self.config.noise_std
         y = x @ weight.T + noise  # (n, d_in) @ (d_in, d_out)
         return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
 
     def _train_set(self, n: int, seed: int):
-        return self._draw(n, seed, _TRAIN_X, _TRAIN_NOISE, self.w_target)
+        return self._draw(n, seed, STREAM_TRAIN_X, STREAM_TRAIN_NOISE, self.w_target)
 
     def test_set(self):
-        return self._draw(self.config.test_size, self.config.seed, _TEST_X, _TEST_NOISE, self.w_target)
+        return self._draw(self.config.test_size, self.config.seed, STREAM_TEST_X, STREAM_TEST_NOISE, self.w_target)
 
     def source_test_set(self):
-        return self._draw(self.config.test_size, self.config.seed, _TEST_X, _TEST_NOISE, self.w0)
+        return self._draw(self.config.test_size, self.config.seed, STREAM_TEST_X, STREAM_TEST_NOISE, self.w0)
 
     def describe(self) -> str:
         cfg, eig = self.config, self.cov_eigenvalues

@@ -12,9 +12,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ...errors import InputError, check_int
-from .base import (_CALIB, _PRETRAIN, _TEACHER, _TEST_X, _TRAIN_X, TaskConfig, _check_choice,
-                   _orthonormal, _PretrainedMLP, _rng)
+from ...errors import InputError
+from ...validation import check_choice, check_int
+from .base import (STREAM_CALIB, STREAM_PRETRAIN, STREAM_TEACHER, STREAM_TEST_X, STREAM_TRAIN_X, PretrainedMLP,
+                   TaskConfig, random_orthonormal, stream_rng)
 
 @dataclass(frozen=True)
 class TeacherConfig(TaskConfig):
@@ -46,7 +47,7 @@ class TeacherConfig(TaskConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         layers = self.delta_layers.split(",") if isinstance(self.delta_layers, str) else self.delta_layers
-        layers = tuple(dict.fromkeys(_check_choice("delta_layers", str(k).strip(), ("fc1", "fc2")) for k in layers))
+        layers = tuple(dict.fromkeys(check_choice("delta_layers", str(k).strip(), ("fc1", "fc2")) for k in layers))
         if not layers:
             raise InputError("delta_layers must name at least one of fc1, fc2")
         self._set("delta_layers", layers)
@@ -60,7 +61,7 @@ def teacher_logits(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return hidden @ weights["head"].T + weights.get("head_bias", 0.0)
 
 
-class TeacherTask(_PretrainedMLP):
+class TeacherTask(PretrainedMLP):
     """x ~ N(0, I); labels = argmax of a random teacher MLP; the target teacher has a rank-k change.
 
     ``source_teacher`` / ``target_teacher``: float64 weights ``{fc1, fc2, head, head_bias}`` (for
@@ -74,38 +75,38 @@ class TeacherTask(_PretrainedMLP):
         super().__init__(config)
         cfg = self.config
         self.d_in, self.d_out, self.n_classes, self.max_n = cfg.d_in, cfg.n_classes, cfg.n_classes, cfg.max_n
-        rng, h = _rng(cfg.seed, _TEACHER), cfg.teacher_hidden
+        rng, h = stream_rng(cfg.seed, STREAM_TEACHER), cfg.teacher_hidden
         source = {  # He-scaled Gaussian weights
             "fc1": rng.standard_normal((h, cfg.d_in)) * math.sqrt(2.0 / cfg.d_in),
             "fc2": rng.standard_normal((h, h)) * math.sqrt(2.0 / h),
             "head": rng.standard_normal((cfg.n_classes, h)) / math.sqrt(h),
         }
-        calibration = _rng(cfg.seed, _CALIB).standard_normal((20_000, cfg.d_in))
+        calibration = stream_rng(cfg.seed, STREAM_CALIB).standard_normal((20_000, cfg.d_in))
         source["head_bias"] = -teacher_logits(source, calibration).mean(axis=0)
         self.deltas = {}
         for layer in cfg.delta_layers:
             w = source[layer]
-            u, v = _orthonormal(rng, w.shape[0], cfg.delta_rank), _orthonormal(rng, w.shape[1], cfg.delta_rank)
+            u, v = random_orthonormal(rng, w.shape[0], cfg.delta_rank), random_orthonormal(rng, w.shape[1], cfg.delta_rank)
             self.deltas[layer] = cfg.delta_scale * np.linalg.norm(w, 2) * (u @ v.T)  # (out, k) @ (k, in)
         self.source_teacher = source
         self.target_teacher = {k: w + self.deltas.get(k, 0.0) for k, w in source.items()}
 
     def _draw(self, n: int, seed: int, tag: int, target: bool = True):
-        x = _rng(seed, tag).standard_normal((n, self.d_in))  # filled row by row: prefix-consistent
+        x = stream_rng(seed, tag).standard_normal((n, self.d_in))  # filled row by row: prefix-consistent
         y = teacher_logits(self.target_teacher if target else self.source_teacher, x).argmax(axis=1)
         return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
 
     def _train_set(self, n: int, seed: int):
-        return self._draw(n, seed, _TRAIN_X)
+        return self._draw(n, seed, STREAM_TRAIN_X)
 
     def test_set(self):
-        return self._draw(self.config.test_size, self.config.seed, _TEST_X)
+        return self._draw(self.config.test_size, self.config.seed, STREAM_TEST_X)
 
     def source_test_set(self):
-        return self._draw(self.config.test_size, self.config.seed, _TEST_X, target=False)
+        return self._draw(self.config.test_size, self.config.seed, STREAM_TEST_X, target=False)
 
     def pretrain_set(self):
-        return self._draw(self.config.pretrain_samples, self.config.seed, _PRETRAIN, target=False)
+        return self._draw(self.config.pretrain_samples, self.config.seed, STREAM_PRETRAIN, target=False)
 
     def describe(self) -> str:
         cfg, (src, tgt) = self.config, self._accuracies()
