@@ -84,7 +84,7 @@ def seed_bound(
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
         per_sigma = np.sqrt(2.0 * info_nats / n)
         bound = sigma * per_sigma
-    check_finite_result("bound", bound, "sigma · sqrt(2 · info_nats / n) with sigma = "
+    check_finite_result("bound", bound, lambda: "sigma · sqrt(2 · info_nats / n) with sigma = "
                         f"{_span(sigma)}, n = {_span(n)}; sigma must lie within about "
                         f"[{1e-300 / np.min(per_sigma):.3g}, {1e300 / np.max(per_sigma):.3g}] here")
     vacuous = per_sigma >= 2.0  # bound >= 2σ: no better than the loss range
@@ -144,9 +144,9 @@ def sample_size(
                          f"more is the whole loss range and needs no data; got {_fmt(worst)}")
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
         n = 2.0 * LN2 * bits * d_train / ratio**2  # 2 σ² ln2 · bits · d_train / gap², without σ²
-    smallest = np.sqrt(2.0 * LN2 * bits * d_train / 1e300) * sigma
-    check_finite_result("the n for that gap", n, f"2 σ² ln2 · bits · d_train / gap² exceeds float64; "
-                        f"gap must be at least about {float(np.max(smallest)):.3g} here")
+    check_finite_result("the n for that gap", n, lambda: "2 σ² ln2 · bits · d_train / gap² exceeds "
+                        "float64; gap must be at least about "
+                        f"{float(np.max(np.sqrt(2.0 * LN2 * bits * d_train / 1e300) * sigma)):.3g} here")
     return scalar_or_array(n)
 
 

@@ -45,13 +45,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from numbers import Integral, Real
 from typing import NamedTuple
 
 import numpy as np
 from scipy import special
 
 from .errors import InputError
+from .validation import check_int, check_real
 
 LN2 = math.log(2.0)
 METHODS = ("occam_kl", "binomial", "maurer", "catoni")
@@ -85,27 +85,10 @@ def _range_text(low, high, low_open, high_open) -> str:
     return "finite"
 
 
-def _check_real(name, value, low=None, high=None, low_open=False, high_open=False) -> float:
-    """A finite real scalar in the given range, as float; ``InputError`` otherwise."""
-    allowed = f"a finite real number {_range_text(low, high, low_open, high_open)}"
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-        value = value.item()
-    if _is_bad_type(value) or not isinstance(value, Real):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    if low is not None and (v < low or (low_open and v == low)):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    if high is not None and (v > high or (high_open and v == high)):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    return v
-
-
 def _check_real_array(name, value, low=None, high=None, low_open=False, high_open=False):
     """Like ``_check_real`` but also accepts array-likes; returns (float64 array, was_scalar)."""
     if not isinstance(value, (np.ndarray, list, tuple)):
-        return np.asarray(_check_real(name, value, low, high, low_open, high_open)), True
+        return np.asarray(check_real(name, value, low, high, open_low=low_open, open_high=high_open)), True
     allowed = f"finite real numbers {_range_text(low, high, low_open, high_open)}"
     elements = np.ravel(np.asarray(value, dtype=object)) if isinstance(value, (list, tuple)) else ()
     if any(_is_bad_type(v) for v in elements):
@@ -124,25 +107,8 @@ def _check_real_array(name, value, low=None, high=None, low_open=False, high_ope
     return arr, arr.ndim == 0
 
 
-def _check_int(name, value, low=None, high=None) -> int:
-    """An integer (an exact float integer such as 3.0 is accepted); ``InputError`` otherwise."""
-    allowed = "an integer" + (f" in [{low}, {high}]" if low is not None and high is not None
-                              else f" >= {low}" if low is not None else "")
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-        value = value.item()
-    if _is_bad_type(value) or not isinstance(value, Real):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    if not isinstance(value, Integral) and (
-            not math.isfinite(float(value)) or float(value) != math.floor(float(value))):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    v = int(value)
-    if (low is not None and v < low) or (high is not None and v > high):
-        raise InputError(f"{name} must be {allowed}, got {value!r}")
-    return v
-
-
 def _check_delta(delta) -> float:
-    return _check_real("delta", delta, 0.0, 1.0, low_open=True, high_open=True)
+    return check_real("delta", delta, 0.0, 1.0, open_low=True, open_high=True)
 
 
 def _out(arr: np.ndarray, scalar: bool):
@@ -269,18 +235,18 @@ def occam_kl_bound(train_error, n, bits, delta) -> float:
 
     ``bits`` is the length |c(h)| of the hypothesis under a prefix-free code fixed before seeing S.
     """
-    q = _check_real("train_error", train_error, 0.0, 1.0)
-    n = _check_int("n", n, 1)
-    bits = _check_int("bits", bits, 0)
+    q = check_real("train_error", train_error, 0.0, 1.0)
+    n = check_int("n", n, 1)
+    bits = check_int("bits", bits, 0)
     delta = _check_delta(delta)
     return float(_kl_inverse(np.array(q), np.array((bits * LN2 + math.log(1.0 / delta)) / n))[0])
 
 
 def maurer_bound(train_error, n, kl_nats, delta) -> float:
     """PAC-Bayes-kl (Maurer 2004): E_Q L_μ ≤ kl⁻¹(E_Q L_S, (KL(Q‖P) + ln(2√n/δ)) / n), prob. ≥ 1 − δ."""
-    q = _check_real("train_error", train_error, 0.0, 1.0)
-    n = _check_int("n", n, 1)
-    kl_nats = _check_real("kl_nats", kl_nats, 0.0)
+    q = check_real("train_error", train_error, 0.0, 1.0)
+    n = check_int("n", n, 1)
+    kl_nats = check_real("kl_nats", kl_nats, 0.0)
     delta = _check_delta(delta)
     c = (kl_nats + math.log(2.0 * math.sqrt(n) / delta)) / n
     return float(_kl_inverse(np.array(q), np.array(c))[0])
@@ -288,9 +254,9 @@ def maurer_bound(train_error, n, kl_nats, delta) -> float:
 
 def pinsker_bound(train_error, n, kl_nats, delta) -> float:
     """Pinsker relaxation of Maurer's bound: L_S + sqrt((KL + ln(2√n/δ)) / (2n)), capped at 1."""
-    q = _check_real("train_error", train_error, 0.0, 1.0)
-    n = _check_int("n", n, 1)
-    kl_nats = _check_real("kl_nats", kl_nats, 0.0)
+    q = check_real("train_error", train_error, 0.0, 1.0)
+    n = check_int("n", n, 1)
+    kl_nats = check_real("kl_nats", kl_nats, 0.0)
     delta = _check_delta(delta)
     return min(1.0, q + math.sqrt((kl_nats + math.log(2.0 * math.sqrt(n) / delta)) / (2.0 * n)))
 
@@ -309,9 +275,9 @@ def catoni_bound(train_error, n, kl_nats, delta, grid=None) -> CatoniBound:
     smallest value (capped at 1, a trivial bound for a [0, 1] loss) and its C are returned. The result
     holds with probability ≥ 1 − δ for the chosen C. Default grid: ``DEFAULT_CATONI_GRID``.
     """
-    q = _check_real("train_error", train_error, 0.0, 1.0)
-    n = _check_int("n", n, 1)
-    kl_nats = _check_real("kl_nats", kl_nats, 0.0)
+    q = check_real("train_error", train_error, 0.0, 1.0)
+    n = check_int("n", n, 1)
+    kl_nats = check_real("kl_nats", kl_nats, 0.0)
     delta = _check_delta(delta)
     if grid is None:
         c_grid = DEFAULT_CATONI_GRID
@@ -355,6 +321,9 @@ def _log_binom_cdf(k: int, n: int, p: float) -> float:
     return float(special.logsumexp(log_pmf))
 
 
+MAX_BINOMIAL_N = 2**31 - 1
+
+
 def binomial_tail_bound(k, n, delta, bits=0) -> float:
     """The largest p with P[Bin(n, p) ≤ k] ≥ δ · 2^−bits (0-1 loss; Langford 2005).
 
@@ -363,12 +332,15 @@ def binomial_tail_bound(k, n, delta, bits=0) -> float:
     ln P[Bin(n, p) ≤ k] = ln δ − bits · ln 2, by bisection on the doubles; the upper end of the final
     bracket is returned. k = n gives 1.
     """
-    k = _check_int("k", k, 0)
-    n = _check_int("n", n, 1)
+    k = check_int("k", k, 0)
+    n = check_int("n", n, 1)
+    if n > MAX_BINOMIAL_N:  # scipy's bdtr works in C int: beyond it, NaN and a fallback over every k
+        raise InputError(f"n must be at most {MAX_BINOMIAL_N:,} for the binomial tail, got {n:,}; "
+                         "use the kl-based bounds (occam_kl) for larger n")
     if k > n:
         raise InputError(f"k must be an integer in [0, n] = [0, {n}], got {k}")
     delta = _check_delta(delta)
-    bits = _check_int("bits", bits, 0)
+    bits = check_int("bits", bits, 0)
     if k == n:
         return 1.0
     log_target = math.log(delta) - bits * LN2
@@ -385,8 +357,8 @@ def test_set_bound(errors, m, delta) -> float:
 
     With probability ≥ 1 − δ over the test draw, L_μ ≤ binomial_tail_bound(errors, m, δ, bits=0).
     """
-    errors = _check_int("errors", errors, 0)
-    m = _check_int("m", m, 1)
+    errors = check_int("errors", errors, 0)
+    m = check_int("m", m, 1)
     if errors > m:
         raise InputError(f"errors must be an integer in [0, m] = [0, {m}], got {errors}")
     return binomial_tail_bound(errors, m, delta, bits=0)
@@ -405,9 +377,9 @@ def fast_rate_mi_bound(train_loss, info_nats, n) -> float:
     An expectation bound over S and the training randomness; ``info_nats`` is (an upper bound on)
     I(W; S) in nats, e.g. min(q · d_train, E|c(W)|) · ln 2.
     """
-    q = _check_real("train_loss", train_loss, 0.0, 1.0)
-    info = _check_real("info_nats", info_nats, 0.0)
-    n = _check_int("n", n, 1)
+    q = check_real("train_loss", train_loss, 0.0, 1.0)
+    info = check_real("info_nats", info_nats, 0.0)
+    n = check_int("n", n, 1)
     return float(_kl_inverse(np.array(q), np.array(info / n))[0])
 
 
@@ -463,9 +435,9 @@ def certificate(train_error, n, bits, delta=0.05, methods=("occam_kl", "binomial
     Methods: ``occam_kl`` (Occam-kl), ``binomial`` (binomial tail, k = round(train_error · n)),
     ``maurer`` and ``catoni`` (PAC-Bayes with KL = bits · ln 2, the point-mass posterior).
     """
-    q = _check_real("train_error", train_error, 0.0, 1.0)
-    n = _check_int("n", n, 1)
-    bits = _check_int("bits", bits, 0)
+    q = check_real("train_error", train_error, 0.0, 1.0)
+    n = check_int("n", n, 1)
+    bits = check_int("bits", bits, 0)
     delta = _check_delta(delta)
     if isinstance(methods, (str, bytes)) or not isinstance(methods, (list, tuple)):
         raise InputError(

@@ -157,7 +157,7 @@ def _build_spec(args, mode: Mode = Mode.LORA) -> AdapterSpec:
     extra = dict(args.extra or {})
     rank, bits = getattr(args, "rank", 1), getattr(args, "bits", 16)  # symbolic: both stay symbols
     if args.layers is None:
-        return preset_spec(args.preset or DEFAULT_PRESET, args.targets, rank=rank, mode=mode,
+        return preset_spec(DEFAULT_PRESET if args.preset is None else args.preset, args.targets, rank=rank, mode=mode,
                            bits=bits, num_classes=args.num_classes, extra=extra)
     if args.num_classes is not None:
         raise InputError("--num-classes needs --preset (a custom model has no head formula); "
@@ -170,7 +170,8 @@ def _build_spec(args, mode: Mode = Mode.LORA) -> AdapterSpec:
 
 def _describe_model(args, spec: AdapterSpec) -> str:
     """``roberta-large [query, value]: 48 adapted layers``, for headers and titles."""
-    name = "custom model" if args.layers is not None else get_preset(args.preset or DEFAULT_PRESET).name
+    name = "custom model" if args.layers is not None else get_preset(
+        DEFAULT_PRESET if args.preset is None else args.preset).name
     modules = ", ".join(dict.fromkeys(layer.name.rsplit(".", 1)[-1] for layer in spec.layers))
     return f"{name} [{modules}]: {len(spec.layers)} adapted layers"
 
@@ -297,7 +298,7 @@ def _grid(text: str, name: str, *, log: bool, high: float | None = None):
     item = integer_type(1, None) if high is None else integer_type(1, int(high))
     limit = "" if high is None else f" and <= {high:g}"
     form = (f"{name} must be LO:HI with 1 <= LO <= HI{limit}, or a comma list of integers >= 1{limit}; "
-            f"got {text!r}")
+            f"got {describe(text)}")
     try:
         parts = text.split(":") if ":" in text else None
         values = [item(p) for p in (parts if parts is not None else text.split(","))]
@@ -320,12 +321,12 @@ def _run_plot(args) -> int:
 
     refuse_inert(args, _PLOT_INERT[args.vs])
     fill_defaults(args, {**DEFAULTS, "rank": 1, "ns": "100:1e9", "bits_range": "1:32"})
-    out = args.out or f"bound_vs_{args.vs}.png"
+    out = f"bound_vs_{args.vs}.png" if args.out is None else args.out
     fmt = plotting.check_output_path(out, name="--out")  # fail before any work
     spec = _build_spec(args)
     common = dict(sigma=args.sigma, modes=args.mode, model=_describe_model(args, spec))
     if args.vs == "rank":
-        ranks = _grid(args.ranks or f"1:{min(64, spec.max_rank)}", "--ranks", log=False)
+        ranks = _grid(f"1:{min(64, spec.max_rank)}" if args.ranks is None else args.ranks, "--ranks", log=False)
         if ranks[-1] > spec.max_rank:  # name the largest rank asked for and the limiting layer
             try:
                 check_rank(int(ranks[-1]), spec.layers)
@@ -430,6 +431,7 @@ register("symbolic", "the seed bound as a sympy expression, or the identities de
 register("presets", "list the preset models, or show one preset's layers", _presets_arguments, _run_presets)
 
 from .harness import commands as _harness_commands  # noqa: E402,F401 - registers validate and report
+from . import certificate_command as _certificate_command  # noqa: E402,F401 - registers certificate
 
 if __name__ == "__main__":  # python -m infobound.cli: run the imported module, where commands registered
     from infobound.cli import main as _main

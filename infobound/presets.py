@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import InputError
-from .validation import check_int
+from .validation import check_int, check_names
 from .spec import AdapterSpec, LayerSpec, Mode
 
 ALL_LINEAR = "all-linear"
@@ -77,11 +77,11 @@ def select_layers(
 
 
 def parse_targets(targets: str | Iterable[str]) -> tuple[str, ...]:
-    items = targets.split(",") if isinstance(targets, str) else list(targets)
-    names = tuple(dict.fromkeys(str(t).strip() for t in items if str(t).strip()))
-    if not names:
-        raise InputError("targets must name at least one module (comma-separated), or all-linear")
-    return names
+    """Module names from a comma-separated string or a list of strings."""
+    try:
+        return check_names("targets", targets)
+    except InputError as exc:
+        raise InputError(f"{exc}; targets name modules (comma-separated), or all-linear") from None
 
 
 # ------------------------------------------------------------------------------- model builders
@@ -199,6 +199,8 @@ def preset_spec(
     ``num_classes`` declares the model's task head trained (its parameters count in every mode).
     """
     preset = get_preset(name)
+    if extra is not None and not isinstance(extra, Mapping):
+        raise InputError(f"extra must map names to parameter counts, got {type(extra).__name__}")
     extras = dict(extra or {})
     if num_classes is not None:
         classes = check_int("num_classes", num_classes, 1)
@@ -215,4 +217,4 @@ def custom_spec(
     extra: Mapping[str, int] | None = None,
 ) -> AdapterSpec:
     """An ``AdapterSpec`` for a custom model from ``(name, d_in, d_out[, rank])`` entries."""
-    return AdapterSpec(tuple(layers), rank=rank, mode=mode, bits=bits, extra=dict(extra or {}))
+    return AdapterSpec(layers, rank=rank, mode=mode, bits=bits, extra={} if extra is None else extra)

@@ -113,6 +113,9 @@ class AdapterSpec:
     extra: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.layers, Mapping):
+            raise InputError("layers must be a list of (name, d_in, d_out[, rank]) entries or LayerSpecs, "
+                             f"got a {type(self.layers).__name__}")
         layers = tuple(_as_layer(item) for item in _as_iterable("layers", self.layers))
         if not layers:
             raise InputError("layers must list at least one adapted layer (name, d_in, d_out)")
@@ -225,7 +228,7 @@ def _layer_count(layer: LayerSpec, rank: int, mode: Mode) -> ParamCount:
 
 def _as_iterable(name: str, value) -> Iterable:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise InputError(f"{name} must be a list of (name, d_in, d_out) entries, got {value!r}")
+        raise InputError(f"{name} must be a list of (name, d_in, d_out) entries, got {describe(value)}")
     return value
 
 

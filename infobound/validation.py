@@ -59,6 +59,7 @@ def check_int(name: str, value, low: int | None = None, high: int | None = MAX_C
 
     The default ``high`` (``MAX_COUNT``) is named in the message only when a value exceeds it.
     """
+    value = _unwrap(value)
     allowed = _range_text("an integer", low, None if high == MAX_COUNT else high)
     if not is_number(value):
         raise InputError(f"{name} must be {allowed}, got {describe(value)}")
@@ -77,6 +78,7 @@ def check_int(name: str, value, low: int | None = None, high: int | None = MAX_C
 def check_real(name: str, value, low: float | None = None, high: float | None = None, *,
                open_low: bool = False, open_high: bool = False) -> float:
     """``value`` as a finite float in the given range (ends open or closed)."""
+    value = _unwrap(value)
     allowed = _range_text("a finite number", low, high, open_low, open_high)
     if not is_number(value):
         raise InputError(f"{name} must be {allowed}, got {describe(value)}")
@@ -130,12 +132,17 @@ def scalar_or_array(value):
     return arr
 
 
-def check_finite_result(name: str, value, why: str) -> None:
-    """Refuse a result that float64 cannot represent (an overflow to inf or an underflow to 0)."""
+def check_finite_result(name: str, value, why) -> None:
+    """Refuse a result that float64 cannot represent (an overflow to inf or an underflow to 0).
+
+    ``why`` (a string, or a function returning one, called only on failure) says what to change.
+    """
     arr = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)) or np.any(arr < FLOAT_TINY):
+        with np.errstate(all="ignore"):
+            text = why() if callable(why) else why
         raise InputError(f"{name} is not representable in float64 (range {FLOAT_TINY:.3g} to "
-                         f"{FLOAT_MAX:.3g}) for these inputs: {why}")
+                         f"{FLOAT_MAX:.3g}) for these inputs: {text}")
 
 
 def check_instance(name: str, value, types, what: str):
@@ -186,13 +193,25 @@ def check_path(name: str, value) -> Path:
     """A filesystem path given as ``str`` or ``os.PathLike`` (never ``None``, never empty)."""
     if not isinstance(value, (str, os.PathLike)) or not str(os.fspath(value)).strip():
         raise InputError(f"{name} must be a folder or file path (str or pathlib.Path), got {describe(value)}")
-    return Path(value)
+    path = Path(value)
+    try:
+        path.exists()
+    except OSError as exc:  # a name too long for the file system, say
+        raise InputError(f"{name} is not a usable path ({exc.strerror}): {describe(str(path))}") from None
+    return path
 
 
 def check_choice(name: str, value, allowed) -> str:
     """One of the ``allowed`` strings."""
     if not isinstance(value, str) or value not in allowed:
         raise InputError(f"{name} must be one of {', '.join(allowed)}, got {describe(value)}")
+    return value
+
+
+def _unwrap(value):
+    """A 0-d numeric numpy array is its scalar."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        return value.item()
     return value
 
 

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as sps
 
 from infobound.errors import InputError
-from infobound.harness import figures, report
+from infobound.harness import figures
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_ERRORS = {  # (mode, rank) -> test error per seed, chosen by hand

@@ -9,9 +9,7 @@ SQLite rows (read with ``sqlite3``, not through the store's API).
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import itertools
 import json
 import math
@@ -28,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infobound.cli import main
+from cli_helpers import one_error_line, run_cli, snapshot
 from infobound.spec import Mode
 
 LN2 = math.log(2.0)
@@ -64,14 +62,6 @@ def hand_bound(bits: int, d_train: int, n: int) -> float:
     return math.sqrt(2.0 * SIGMA**2 * LN2 * bits * d_train / n)
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """``main(argv)`` with stdout and stderr captured: (status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
-
-
 def raw_rows(folder: Path) -> list[tuple]:
     """Every row of ``records.sqlite`` (seq, key, record JSON, config JSON, created_at), in seq order."""
     conn = sqlite3.connect(folder / "records.sqlite")
@@ -94,23 +84,8 @@ def expected_tuples(modes=MODES, ranks=RANKS, ns=NS, seeds=SEEDS, bits=BITS) -> 
     return set(itertools.product(modes, ranks, ns, range(seeds), bits))
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file below ``folder`` (relative name -> bytes)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def without_wall_time(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "wall_time"}
-
-
-def one_error_line(status: int, out: str, err: str) -> str:
-    """Check exit status 2, nothing on stdout and exactly one stderr line; return that line."""
-    assert status == 2, (status, out, err)
-    assert out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("infobound: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -449,7 +424,9 @@ def test_report_reproduces_the_folder(finished, tmp_path):
         (folder / name).unlink()
     status, out, err = run_cli(["report", str(folder)])
     assert status == 0, err
-    table = finished[2].split("\n\n")[0]  # the verdict table validate printed
+    plan, printed = finished[2].split("\n", 1)  # validate states the sweep's size first
+    assert plan.startswith("sweep: 8 configurations × seeds = 48 runs (none stored yet)")
+    table = printed.split("\n\n")[0]  # the verdict table validate printed
     assert out.startswith(table + "\n") and table.count("\n") == 16  # header + 8 configurations × 2 bits
     assert sorted(p.name for p in folder.glob("*.png")) == pngs
     for name in pngs:

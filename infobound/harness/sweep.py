@@ -54,8 +54,8 @@ class SweepConfig:
             raise InputError(f"task must be a task name (digits, teacher or linreg), got {describe(self.task)}")
         set_("task", self.task.strip())
         set_("modes", check_list("modes", self.modes, lambda name, m: Mode.parse(m)))
-        set_("ranks", check_list("ranks", self.ranks, lambda name, r: check_int(name, r, 1)))
-        set_("ns", check_list("n", self.ns, lambda name, n: check_int(name, n, 1)))
+        set_("ranks", check_list("ranks", self.ranks, _count))
+        set_("ns", check_list("n", self.ns, _count))
         set_("seeds", check_int("seeds", self.seeds, 1, MAX_SEEDS))
         set_("bits", check_list("bits", self.bits, _bits))
         set_("steps", check_int("steps", self.steps, 1, MAX_STEPS))
@@ -341,6 +341,16 @@ def _loss(task) -> str:
     return "cross_entropy" if task.loss_kind == "zero_one" else "mse"
 
 
+def _count(name: str, value) -> int:
+    """An integer >= 1; a string item of a comma list (``"100,200"``) is read as a number."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise InputError(f"{name} must be integers >= 1, got {describe(value)}") from None
+    return check_int(name, value, 1)
+
+
 def _bits(name: str, value) -> int | None:
     """A bit width 1 to 64, or None (also written 'none') for an unquantised evaluation."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "float")):
@@ -404,6 +414,8 @@ def plan_sweep(config: SweepConfig, store, layers: list[LayerSpec], test_n: int,
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

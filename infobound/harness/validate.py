@@ -110,7 +110,7 @@ def write_report(out, records=None, *, skip_damaged: bool = False) -> dict:
     from . import figures, report
     from .store import RunStore
 
-    out = check_path("DIR", out)
+    out = check_path("DIR", out) if records is None else check_path("out", out)
     notes = []
     if records is None:
         if not out.is_dir():
