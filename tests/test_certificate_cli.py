@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from scipy import optimize, special, stats
 
+from cli_helpers import one_error_line, run_cli
 from infobound.cli import main
 
 LN2 = math.log(2.0)
@@ -102,17 +103,6 @@ def run_text(capsys, *argv) -> str:
     for line in captured.out.splitlines():
         assert len(line) <= WIDTH, line
     return captured.out
-
-
-def run_error(capsys, argv) -> str:
-    status = main(argv)
-    captured = capsys.readouterr()
-    assert status == 2, captured
-    lines = captured.err.splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("infobound: error: ")
-    assert "Traceback" not in captured.err and captured.out == ""
-    return lines[0]
 
 
 def args(q, n, bits, delta=None, *rest):
@@ -308,7 +298,7 @@ BAD = [
 
 @pytest.mark.parametrize("argv, option", BAD, ids=[f"{i}:{o}" for i, (_, o) in enumerate(BAD)])
 def test_bad_input_is_one_line_naming_the_option(capsys, argv, option):
-    message = run_error(capsys, argv)
+    message = one_error_line(*run_cli(argv))
     assert option in message
     assert len(message) < 400  # long values are abbreviated, not echoed
 
