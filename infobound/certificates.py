@@ -51,7 +51,7 @@ import numpy as np
 from scipy import special
 
 from .errors import InputError
-from .validation import check_int, check_real
+from .validation import check_int, check_real, range_text
 
 LN2 = math.log(2.0)
 METHODS = ("occam_kl", "binomial", "maurer", "catoni")
@@ -75,21 +75,11 @@ def _is_bad_type(value) -> bool:
     return value is None or isinstance(value, (bool, np.bool_, str, bytes))
 
 
-def _range_text(low, high, low_open, high_open) -> str:
-    if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    if low is not None:
-        return f"{'>' if low_open else '>='} {low:g}"
-    if high is not None:
-        return f"{'<' if high_open else '<='} {high:g}"
-    return "finite"
-
-
 def _check_real_array(name, value, low=None, high=None, low_open=False, high_open=False):
     """Like ``_check_real`` but also accepts array-likes; returns (float64 array, was_scalar)."""
     if not isinstance(value, (np.ndarray, list, tuple)):
         return np.asarray(check_real(name, value, low, high, open_low=low_open, open_high=high_open)), True
-    allowed = f"finite real numbers {_range_text(low, high, low_open, high_open)}"
+    allowed = range_text("finite real numbers", low, high, low_open, high_open)
     elements = np.ravel(np.asarray(value, dtype=object)) if isinstance(value, (list, tuple)) else ()
     if any(_is_bad_type(v) for v in elements):
         raise InputError(f"{name} must hold {allowed}, got {value!r}")

@@ -38,7 +38,8 @@ def describe(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _range_text(kind: str, low, high, open_low: bool = False, open_high: bool = False) -> str:
+def range_text(kind: str, low, high, open_low: bool = False, open_high: bool = False) -> str:
+    """'a finite number in (0, 1]', 'an integer >= 1', ...: the allowed values, in words."""
     fmt = lambda x: f"{x:,}" if isinstance(x, int) and abs(x) >= 10**6 else f"{x:g}" if isinstance(x, float) else str(x)  # noqa: E731
     if low is not None and high is not None:
         return f"{kind} in {'(' if open_low else '['}{fmt(low)}, {fmt(high)}{')' if open_high else ']'}"
@@ -60,7 +61,7 @@ def check_int(name: str, value, low: int | None = None, high: int | None = MAX_C
     The default ``high`` (``MAX_COUNT``) is named in the message only when a value exceeds it.
     """
     value = _unwrap(value)
-    allowed = _range_text("an integer", low, None if high == MAX_COUNT else high)
+    allowed = range_text("an integer", low, None if high == MAX_COUNT else high)
     if not is_number(value):
         raise InputError(f"{name} must be {allowed}, got {describe(value)}")
     if not isinstance(value, (Integral, np.integer)):
@@ -69,7 +70,7 @@ def check_int(name: str, value, low: int | None = None, high: int | None = MAX_C
             raise InputError(f"{name} must be {allowed}, got {describe(value)}")
     ivalue = int(value)
     if high is not None and ivalue > high:
-        raise InputError(f"{name} must be {_range_text('an integer', low, high)}, got {describe(ivalue)}")
+        raise InputError(f"{name} must be {range_text('an integer', low, high)}, got {describe(ivalue)}")
     if low is not None and ivalue < low:
         raise InputError(f"{name} must be {allowed}, got {describe(ivalue)}")
     return ivalue
@@ -79,7 +80,7 @@ def check_real(name: str, value, low: float | None = None, high: float | None = 
                open_low: bool = False, open_high: bool = False) -> float:
     """``value`` as a finite float in the given range (ends open or closed)."""
     value = _unwrap(value)
-    allowed = _range_text("a finite number", low, high, open_low, open_high)
+    allowed = range_text("a finite number", low, high, open_low, open_high)
     if not is_number(value):
         raise InputError(f"{name} must be {allowed}, got {describe(value)}")
     try:
@@ -96,7 +97,7 @@ def check_reals(name: str, value, *, low: float, high: float | None = None, open
                 integer: bool = False) -> np.ndarray:
     """A number or an array of numbers, all finite and in range; returned as float64 (0-d for scalars)."""
     kind = "an integer" if integer else "a finite number"
-    allowed = _range_text(kind, low, high, open_low)
+    allowed = range_text(kind, low, high, open_low)
     if value is None or isinstance(value, (str, bytes, bool, np.bool_, Mapping)):
         raise InputError(f"{name} must be {allowed} or an array of them, got {describe(value)}")
     try:
