@@ -162,9 +162,9 @@ def _describe_setting(out: Path, record: dict) -> dict:
 
 
 def _task_description(name: str) -> str:
-    from ..extras import missing
+    from ..extras import HARNESS, missing
 
-    if missing({"torch": "torch", "sklearn": "scikit-learn"}):
+    if missing(HARNESS):
         return f"{name} (its description was not recorded, and the harness extra is not installed)"
     from .tasks import get_task
 
