@@ -306,20 +306,25 @@ def test_unwritable_folder_chmod(tmp_path):
 
 # ----------------------------------------------------------------------------- kill and concurrency
 
-# argv: folder, first index, last index (exclusive), seed, max sleep (s), go-file or "-"
+# argv: folder, first index, last index (exclusive), seed (0..writers-1), max sleep (s), go-file or "-",
+# number of writers that wait for each other (after opening the store) before writing
 WRITER = """
 import os, random, sys, time
 sys.path.insert(0, {repo!r})
 from infobound.harness.store import RunStore, config_key
 {helpers}
-folder, lo, hi, seed, nap, go = sys.argv[1:]
+folder, lo, hi, seed, nap, go, writers = sys.argv[1:]
 rng = random.Random(int(seed))
 order = list(range(int(lo), int(hi)))
 rng.shuffle(order)
 while go != "-" and not os.path.exists(go):
     time.sleep(0.002)
-with RunStore(folder) as store:
+with RunStore(folder) as store:  # the writers race to create the store here
     print("ready", flush=True)
+    if go != "-":  # then start writing together, however long each took to start and open
+        open(go + "." + seed, "w").close()
+        while not all(os.path.exists(go + "." + str(k)) for k in range(int(writers))):
+            time.sleep(0.002)
     start = time.time()
     for n, i in enumerate(order):
         if not store.has(config_key(cfg(i))):
@@ -332,9 +337,10 @@ with RunStore(folder) as store:
 """.format(repo=str(REPO), helpers=inspect.getsource(cfg) + inspect.getsource(rec))
 
 
-def _writer(folder, lo, hi, seed, nap=0.004, go="-"):
+def _writer(folder, lo, hi, seed, nap=0.004, go="-", writers=1):
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(folder), str(lo), str(hi), str(seed), str(nap), str(go)],
+        [sys.executable, "-c", WRITER, str(folder), str(lo), str(hi), str(seed), str(nap), str(go),
+         str(writers)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
 
@@ -394,7 +400,8 @@ def test_concurrent_writers_end_with_the_union(tmp_path):
     folder = tmp_path / "shared"  # absent: the writers also race to create the store
     go = tmp_path / "go"
     spans = [(0, 25), (10, 35), (20, 45), (5, 40)]
-    procs = [_writer(folder, lo, hi, seed=k, nap=0.004, go=go) for k, (lo, hi) in enumerate(spans)]
+    procs = [_writer(folder, lo, hi, seed=k, nap=0.004, go=go, writers=len(spans))
+             for k, (lo, hi) in enumerate(spans)]
     time.sleep(0.3)
     go.write_text("go")
     spans_s = []  # (start, end) of each writer's write loop, seconds since the epoch
