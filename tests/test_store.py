@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -259,7 +260,67 @@ def test_other_schema_version_is_refused_unchanged(tmp_path):
     conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (SCHEMA_VERSION + 1,))
     conn.commit()
     conn.close()
-    _assert_refused(tmp_path, f"schema_version={SCHEMA_VERSION + 1}", f"schema_version={SCHEMA_VERSION} only")
+    _assert_refused(tmp_path, f"schema_version={SCHEMA_VERSION + 1}", "schema_version=1, 2 only")
+
+
+def _schema_1_store(folder):
+    """A store as schema 1 wrote it (meta and records only), built with sqlite3 directly."""
+    folder.mkdir(exist_ok=True)
+    conn = sqlite3.connect(folder / "records.sqlite")
+    conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value NOT NULL)")
+    conn.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, record TEXT NOT NULL,"
+                 " config TEXT NOT NULL, created_at TEXT NOT NULL)")
+    conn.executemany("INSERT INTO meta VALUES (?, ?)", [("package", "infobound"), ("schema_version", 1)])
+    for i in range(3):
+        conn.execute("INSERT INTO records (key, record, config, created_at) VALUES (?, ?, ?, ?)",
+                     (config_key(cfg(i)), json.dumps(rec(i)), json.dumps(cfg(i)), "2026-01-01T00:00:00"))
+    conn.commit()
+    conn.close()
+
+
+def test_schema_1_store_opens_read_only_and_is_never_written(tmp_path):
+    folder = tmp_path / "old"
+    _schema_1_store(folder)
+    path = folder / "records.sqlite"
+    before = sha256_file(path)
+    with RunStore(folder, create=False, read_only=True) as store:
+        assert store.schema_version == 1 and not store.has_arrays
+        assert [r["i"] for r in store.records()] == [0, 1, 2]  # no data lost
+        with pytest.raises(InputError, match="schema_version=1.*no per-example losses"):
+            store.arrays(config_key(cfg(0)))
+    for create in (True, False):  # a writable open is refused, the file untouched
+        with pytest.raises(InputError, match="schema_version=1.*read-only.*new --out folder"):
+            RunStore(folder, create=create)
+    assert sha256_file(path) == before
+
+
+def test_arrays_round_trip_with_their_record(tmp_path):
+    losses = np.array([[0, 1], [1, 1], [0, 0]], dtype=np.int8)
+    weights = np.arange(12, dtype=np.int32).reshape(3, 4) - 5
+    with RunStore(tmp_path) as store:
+        assert store.put_many([(config_key(cfg(1)), rec(1), cfg(1), {"losses": losses, "w": weights}),
+                               (config_key(cfg(2)), rec(2), cfg(2))]) == 2
+        # a second write of the same key keeps the first arrays
+        assert store.put_many([(config_key(cfg(1)), rec(1), cfg(1), {"losses": 1 - losses})]) == 0
+    with RunStore(tmp_path, create=False, read_only=True) as store:
+        got = store.arrays(config_key(cfg(1)))
+        assert set(got) == {"losses", "w"}
+        assert got["losses"].dtype == np.int8 and np.array_equal(got["losses"], losses)
+        assert got["w"].dtype == np.int32 and np.array_equal(got["w"], weights)
+        assert store.arrays(config_key(cfg(2))) == {}
+        assert set(store.arrays_many([config_key(cfg(1))], names=["w"])[config_key(cfg(1))]) == {"w"}
+
+
+def test_bad_arrays_roll_the_batch_back(tmp_path):
+    with RunStore(tmp_path) as store:
+        for bad, match in (([1, 2], "numpy array"), (np.array(["a"]), "numeric dtype"),
+                           (np.array([object()]), "numeric dtype")):
+            with pytest.raises(InputError, match=match):
+                store.put_many([(config_key(cfg(1)), rec(1), cfg(1)),
+                                (config_key(cfg(2)), rec(2), cfg(2), {"x": bad})])
+            assert len(store) == 0
+        with pytest.raises(InputError, match="mapping"):
+            store.put_many([(config_key(cfg(1)), rec(1), cfg(1), [np.zeros(2)])])
 
 
 def test_reopen_and_empty_file_are_fine(tmp_path):

@@ -15,8 +15,12 @@ Guarantees
 * **No damage to foreign files.** Opening validates the file read-only before anything is written:
   a non-SQLite file, an SQLite database of something else, or a store of another schema version
   raises :class:`~infobound.errors.InputError` and leaves the file byte-identical.
+* **Arrays beside records.** Schema 2 adds an ``arrays`` table: named numeric arrays per record
+  (per-example losses, a trained adapter's grid indices), written in the record's transaction.
+  A store of schema 1 (records only) still opens with ``read_only=True``, so ``infobound report``
+  reads it; it is never written or migrated.
 
-Standard library only.
+Standard library only (numpy is imported only to read arrays back).
 """
 
 from __future__ import annotations
@@ -40,8 +44,11 @@ from ..files import atomic_output
 
 __all__ = ["SCHEMA_VERSION", "PACKAGE", "RunStore", "config_key"]
 
-SCHEMA_VERSION = 1
-"""Layout version of ``records.sqlite``; a store of any other version is refused, never migrated."""
+SCHEMA_VERSION = 2
+"""Layout version of ``records.sqlite`` that this version writes (records and arrays)."""
+
+READABLE_VERSIONS = {1: frozenset({"meta", "records"}), 2: frozenset({"meta", "records", "arrays"})}
+"""Versions this version reads, with their tables; only ``SCHEMA_VERSION`` is ever written."""
 
 PACKAGE = "infobound"
 """Value of ``meta.package`` that marks a file as an infobound run store."""
@@ -50,7 +57,7 @@ BUSY_TIMEOUT_S = 60.0
 """Seconds a writer waits for another process's write lock before giving up."""
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_TABLES = {"meta", "records"}
+_TABLES = set(READABLE_VERSIONS[SCHEMA_VERSION])
 _KEY_FIELD = "key"  # name under which records() / get() return the config key
 
 _SCHEMA = (
@@ -62,7 +69,16 @@ _SCHEMA = (
     " record TEXT NOT NULL,"  # JSON object; NaN/Infinity written as JSON extension tokens
     " config TEXT NOT NULL,"  # canonical config JSON (the text config_key hashes)
     " created_at TEXT NOT NULL)",  # ISO 8601, UTC
+    # One row per named array of a record: raw little-endian bytes, numpy dtype string, shape JSON.
+    "CREATE TABLE arrays ("
+    " key TEXT NOT NULL,"
+    " name TEXT NOT NULL,"
+    " dtype TEXT NOT NULL,"
+    " shape TEXT NOT NULL,"
+    " data BLOB NOT NULL,"
+    " PRIMARY KEY (key, name))",
 )
+_ARRAY_DTYPES = {"|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f4", "<f8", "|b1"}
 
 
 # ----------------------------------------------------------------------------- canonical JSON
@@ -182,6 +198,7 @@ class RunStore:
             if not self.path.is_file():
                 raise InputError(f"no run store {self.FILENAME!r} in folder {str(self.folder)!r}")
         self._pid = os.getpid()
+        self.schema_version = SCHEMA_VERSION
         self._conn: sqlite3.Connection | None = self._open()
 
     # -- opening and validation ------------------------------------------------------------
@@ -253,14 +270,23 @@ class RunStore:
         if meta.get("package") != PACKAGE:
             raise self._foreign(f"meta package={meta.get('package')!r}")
         version = meta.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
+            readable = ", ".join(map(str, READABLE_VERSIONS))
             raise InputError(
                 f"run store {str(self.path)!r} has schema_version={version!r}, but this version of "
-                f"{PACKAGE} reads schema_version={SCHEMA_VERSION} only; it was left unchanged. "
+                f"{PACKAGE} reads schema_version={readable} only; it was left unchanged. "
                 f"Use the {PACKAGE} version that wrote it, or choose another output folder."
             )
-        if tables != _TABLES:
+        if tables != READABLE_VERSIONS[version]:
             raise self._foreign(f"an SQLite database with tables {sorted(tables)}")
+        if version != SCHEMA_VERSION and not self.read_only:
+            raise InputError(
+                f"run store {str(self.path)!r} has schema_version={version}, written by an earlier "
+                f"{PACKAGE} (records only, no per-example losses or adapters); it opens read-only "
+                f"('infobound report DIR' reads it) and is never written or migrated: it was left "
+                f"unchanged. Run validate into a new --out folder to write schema_version={SCHEMA_VERSION}"
+            )
+        self.schema_version = version
         return True
 
     def _validate_read_only(self) -> None:
@@ -521,11 +547,14 @@ class RunStore:
         """Store ``record`` under ``key`` in one transaction; False (row untouched) if ``key`` exists."""
         return self.put_many([(key, record, config)]) == 1
 
-    def put_many(self, items: Iterable[tuple[str, Mapping, Mapping]]) -> int:
-        """Store ``(key, record, config)`` triples in one transaction: all of them or none.
+    def put_many(self, items: Iterable[tuple]) -> int:
+        """Store ``(key, record, config)`` or ``(key, record, config, arrays)`` items in one
+        transaction: all of them or none.
 
-        Keys already stored (or repeated within ``items``) keep their first row. Any error, e.g. an
-        item that does not serialise, rolls the whole batch back. Returns the number newly inserted.
+        ``arrays`` maps names to numeric numpy arrays (int, uint, float or bool) stored beside the
+        record and read back by :meth:`arrays`. Keys already stored (or repeated within ``items``)
+        keep their first row and arrays. Any error, e.g. an item that does not serialise, rolls the
+        whole batch back. Returns the number of records newly inserted.
         """
         if self.read_only:
             raise InputError(f"run store {str(self.path)!r} was opened read_only=True; it cannot be written")
@@ -534,14 +563,82 @@ class RunStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             for item in items:
-                if not (isinstance(item, tuple) and len(item) == 3):
-                    raise InputError(f"items must be (key, record, config) tuples, got {item!r}")
-                inserted += db.execute(self._INSERT, self._encode(*item)).rowcount
+                if not (isinstance(item, tuple) and len(item) in (3, 4)):
+                    raise InputError(f"items must be (key, record, config[, arrays]) tuples, got {item!r}")
+                key, record, config = item[:3]
+                arrays = self._encode_arrays(item[3] if len(item) == 4 else None)
+                added = db.execute(self._INSERT, self._encode(key, record, config)).rowcount
+                if added:
+                    db.executemany("INSERT INTO arrays (key, name, dtype, shape, data) VALUES (?, ?, ?, ?, ?)",
+                                   [(key, *row) for row in arrays])
+                inserted += added
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return inserted
+
+    @staticmethod
+    def _encode_arrays(arrays) -> list[tuple[str, str, str, bytes]]:
+        if arrays is None:
+            return []
+        if not isinstance(arrays, Mapping):
+            raise InputError(f"arrays must be a mapping of names to numpy arrays, got {type(arrays).__name__}")
+        rows = []
+        for name, value in arrays.items():
+            if not isinstance(name, str) or not name:
+                raise InputError(f"arrays keys must be non-empty strings, got {name!r}")
+            dtype = getattr(value, "dtype", None)
+            if dtype is None or not hasattr(value, "shape"):
+                raise InputError(f"arrays[{name!r}] must be a numpy array, got {type(value).__name__}")
+            little = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+            if little.str not in _ARRAY_DTYPES:
+                raise InputError(f"arrays[{name!r}] must have a numeric dtype (int, uint, float, bool), "
+                                 f"got {dtype}")
+            data = value.astype(little, copy=False)
+            rows.append((name, little.str, json.dumps(list(map(int, value.shape))),
+                         memoryview(data.copy(order="C")).tobytes()))
+        return rows
+
+    @property
+    def has_arrays(self) -> bool:
+        """Whether this store's schema holds arrays (schema 2 and later)."""
+        return "arrays" in READABLE_VERSIONS[self.schema_version]
+
+    def arrays(self, key: str, names: Iterable[str] | None = None) -> dict:
+        """The arrays stored with the record ``key`` (name -> numpy array; only ``names`` if given).
+
+        A store of schema 1 holds none: ``InputError`` saying so.
+        """
+        return self.arrays_many([key], names).get(key, {})
+
+    def arrays_many(self, keys: Iterable[str], names: Iterable[str] | None = None) -> dict:
+        """``{key: {name: array}}`` for the given record keys (keys without arrays are left out)."""
+        import numpy as np
+
+        if not self.has_arrays:
+            raise InputError(
+                f"run store {str(self.path)!r} has schema_version={self.schema_version}: it holds records "
+                f"only, no per-example losses or trained adapters (written by an earlier {PACKAGE}); "
+                f"rerun validate into a new --out folder to record them")
+        wanted = None if names is None else set(names)
+        keys = list(keys)
+        out: dict = {}
+        for lo in range(0, len(keys), 500):  # SQLite's variable limit
+            chunk = keys[lo:lo + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT key, name, dtype, shape, data FROM arrays WHERE key IN ({marks})",
+                                    chunk).fetchall()
+            for key, name, dtype, shape, data in rows:
+                if wanted is not None and name not in wanted:
+                    continue
+                try:
+                    array = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape))
+                except (TypeError, ValueError) as exc:
+                    raise InputError(f"run store {str(self.path)!r}: array {name!r} of record {key[:12]}... "
+                                     f"is damaged ({exc}); the records are unaffected") from None
+                out.setdefault(key, {})[name] = array
+        return out
 
     # -- export -------------------------------------------------------------------------------
 

@@ -119,7 +119,7 @@ def write_report(out, records=None, *, skip_damaged: bool = False) -> dict:
             raise InputError(f"DIR must be a folder written by infobound validate; "
                              f"no {RunStore.FILENAME} in {str(out)!r}")
         RunStore.check_writable(out)  # a read-only folder: one clear error, nothing touched
-        with RunStore(out, create=False) as store:
+        with RunStore(out, create=False, read_only=True) as store:
             records, damaged = store.readable_records() if skip_damaged else (store.records(), [])
         if damaged:
             notes.append(f"{len(damaged)} damaged record(s) left out (store rows {', '.join(map(str, damaged))})")
