@@ -42,7 +42,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..files import atomic_output
 
-__all__ = ["SCHEMA_VERSION", "PACKAGE", "RunStore", "config_key"]
+__all__ = ["SCHEMA_VERSION", "PACKAGE", "OlderSchema", "RunStore", "config_key", "open_for_reading"]
 
 SCHEMA_VERSION = 2
 """Layout version of ``records.sqlite`` that this version writes (records and arrays)."""
@@ -172,6 +172,11 @@ def _matches(value, wanted) -> bool:
 # ----------------------------------------------------------------------------- the store
 
 
+class OlderSchema(InputError):
+    """A store of an earlier readable schema was opened for writing (open it with ``read_only=True``)."""
+
+
+
 class RunStore:
     """Records of finished runs in ``folder/records.sqlite``.
 
@@ -280,7 +285,7 @@ class RunStore:
         if tables != READABLE_VERSIONS[version]:
             raise self._foreign(f"an SQLite database with tables {sorted(tables)}")
         if version != SCHEMA_VERSION and not self.read_only:
-            raise InputError(
+            raise OlderSchema(
                 f"run store {str(self.path)!r} has schema_version={version}, written by an earlier "
                 f"{PACKAGE} (records only, no per-example losses or adapters); it opens read-only "
                 f"('infobound report DIR' reads it) and is never written or migrated: it was left "
@@ -662,3 +667,12 @@ class RunStore:
                 writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v)
                                  for k, v in rec.items()})
         return target
+
+
+def open_for_reading(folder) -> RunStore:
+    """An existing store for reading: read-write for this schema (leaves no extra files beside it),
+    read-only for an earlier one, which is never written."""
+    try:
+        return RunStore(folder, create=False)
+    except OlderSchema:
+        return RunStore(folder, create=False, read_only=True)

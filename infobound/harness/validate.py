@@ -108,7 +108,7 @@ def write_report(out, records=None, *, skip_damaged: bool = False) -> dict:
     some of whose records are damaged (they are listed in the summary's notes).
     """
     from . import figures, report
-    from .store import RunStore
+    from .store import RunStore, open_for_reading
 
     out = check_path("DIR", out) if records is None else check_path("out", out)
     notes = []
@@ -119,7 +119,7 @@ def write_report(out, records=None, *, skip_damaged: bool = False) -> dict:
             raise InputError(f"DIR must be a folder written by infobound validate; "
                              f"no {RunStore.FILENAME} in {str(out)!r}")
         RunStore.check_writable(out)  # a read-only folder: one clear error, nothing touched
-        with RunStore(out, create=False, read_only=True) as store:
+        with open_for_reading(out) as store:
             records, damaged = store.readable_records() if skip_damaged else (store.records(), [])
         if damaged:
             notes.append(f"{len(damaged)} damaged record(s) left out (store rows {', '.join(map(str, damaged))})")
