@@ -1,10 +1,12 @@
-"""Figures of run records: gap against rank and against n, test error per mode; PNG files.
+"""Figures of run records: gap against rank and against n, test error per mode, tightness; PNG files.
 
 Each plot function takes records (as ``report.summarize`` does) that share the fixed quantities of
 the plot, and returns a ``matplotlib.figure.Figure`` with the Agg canvas (pyplot is never touched);
 ``write_plots`` draws every plot the records support, one file per (task, n or rank, bits), each
 written atomically like the other report files. Means carry Student-t intervals (``stats.mean_ci``);
-slopes in n come from ``stats.loglog_slope``.
+slopes in n come from ``stats.loglog_slope``. ``plot_tightness`` draws the rows of
+``tightness.tightness_rows`` (every bound beside what it bounds); ``write_plots`` adds those files
+only when given ``tightness=``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from matplotlib.figure import Figure
 
 from ..errors import InputError
 from ..files import write_file
-from .rows import ConfigRow, config_rows, normalize_records, series
+from .rows import MODE_ORDER, ConfigRow, config_rows, normalize_records, series
 from .stats import Interval, loglog_slope
+from .tightness import BOUND_KINDS, Tightness, TightRow
 
 
 class PlotFiles(list):
@@ -154,6 +157,105 @@ def plot_test_error(records, confidence: float = 0.95) -> Figure:
     return _test_error(config_rows(normalize_records(records), confidence, []), f"{100 * confidence:g}%")
 
 
+TIGHT_STYLE = {"seed": ("tab:red", "s"), "fast": ("tab:orange", "D"), "cert": ("tab:purple", "^"),
+               "cmi": ("tab:green", "P")}
+"""Colour and marker of each bound kind in ``plot_tightness``."""
+
+
+def _tight_series(rows: list[TightRow]) -> list[tuple[str, list[tuple]]]:
+    """One mode's configurations split into lines with one configuration per rank: (tag, configs).
+
+    All in one line when the ranks do not repeat; else by init and α/r; else by init and α."""
+    configs = sorted({r.config for r in rows}, key=lambda c: tuple(map(str, c)))
+    def scale(c):
+        return None if c[5] is None or c[2] <= 0 else round(c[5] / c[2], 12)
+    def text(name, v):
+        return f"{name}={v:g}" if isinstance(v, float) else f"{name}={v}"
+    levels = ((lambda c: None, lambda k: ""),
+              (lambda c: (c[6], scale(c)), lambda k: f"{text('init', k[0])}, {text('α/r', k[1])}"),
+              (lambda c: (c[6], c[5]), lambda k: f"{text('init', k[0])}, {text('α', k[1])}"))
+    for f, name in levels:
+        groups: dict = {}
+        for c in configs:
+            groups.setdefault(f(c), []).append(c)
+        if all(len({c[2] for c in g}) == len(g) for g in groups.values()) or f is levels[-1][0]:
+            return [("" if k is None else f" ({name(k)})", g) for k, g in groups.items()]
+    return []  # unreachable: the last level always returns
+
+
+def plot_tightness(tightness: Tightness, task=None, n=None, bits=None) -> Figure:
+    """Every bound kind beside the measured mean gap and mean test error, against rank; a panel per mode.
+
+    ``tightness`` comes from ``tightness.tightness_rows``; ``task``, ``n`` and ``bits`` pick one
+    (task, n, bits) when its rows hold several. Log y axis with a dashed line at 1 (vacuous); values
+    ≤ 0 (a mean gap below zero) cannot sit on it and are drawn as open triangles at the axis bottom,
+    said in the legend and the panel title. Modes without a rank (full) are left out (said in the title).
+    """
+    if not isinstance(tightness, Tightness):
+        raise InputError(f"tightness must be a Tightness (from tightness_rows), got "
+                         f"{type(tightness).__name__}")
+    pick = {k: v for k, v in (("task", task), ("n", n), ("bits", bits)) if v is not None}
+    rows = [r for r in tightness.rows if all(getattr(r, k) == v for k, v in pick.items())]
+    cells = sorted({(r.task, r.n, r.bits) for r in rows}, key=str)
+    if len(cells) != 1:
+        have = sorted({(r.task, r.n, r.bits) for r in tightness.rows}, key=str)
+        raise InputError(f"a tightness plot needs rows of exactly one (task, n, bits); "
+                         f"{'none match' if not cells else f'{len(cells)} match'} {pick or 'no selection'} "
+                         f"(the rows hold {have or 'none'}); pass task=, n= and bits= to choose")
+    (task, n, bits), = cells
+    ranked = [r for r in rows if r.rank > 0]
+    modes = [m for m in MODE_ORDER if any(r.mode == m for r in ranked)]
+    if not modes:
+        raise InputError("a tightness plot needs a mode with a rank (full has none)")
+    unranked = sorted({r.mode for r in rows if r.rank <= 0})
+    fig, axes = _figure(len(modes))
+    plotted, bottoms = [], []  # positive values; (ax, ranks, colour, marker, label) of values <= 0
+    for ax, mode in zip(axes, modes):
+        below = 0
+        for tag, configs in _tight_series([r for r in ranked if r.mode == mode]):
+            mine = [r for r in ranked if r.config in set(configs)]
+            lines = [(f"{kind} bound", [r for r in mine if r.kind == kind], "bound", "-", TIGHT_STYLE[kind])
+                     for kind in BOUND_KINDS]
+            gap_rows = [r for r in mine if r.kind == "seed"] or [r for r in mine if r.kind == "fast"]
+            lines += [("mean gap", gap_rows, "measured", ":", ("black", "o")),
+                      ("mean gap (cmi runs)", [r for r in mine if r.kind == "cmi"], "measured", ":",
+                       ("tab:olive", "o")),
+                      ("mean test error", [r for r in mine if r.kind == "cert"], "measured", "--",
+                       ("tab:blue", "o")),
+                      ("test-set bound", [r for r in mine if r.kind == "cert" and r.test_set_bound is not None],
+                       "test_set_bound", "-.", ("tab:cyan", "x"))]
+            for label, line, attr, ls, (color, marker) in lines:
+                pts = sorted((r.rank, float(getattr(r, attr))) for r in line
+                             if getattr(r, attr) is not None and math.isfinite(getattr(r, attr)))
+                pos = [y for _, y in pts if y > 0]
+                if pos:  # a value <= 0 breaks the line (NaN) rather than being bridged
+                    ax.plot([x for x, _ in pts], [y if y > 0 else math.nan for _, y in pts], ls=ls,
+                            marker=marker, color=color, label=label + tag)
+                    plotted += pos
+                low = [x for x, y in pts if y <= 0]
+                if low:
+                    below += len(low)
+                    bottoms.append((ax, low, color, marker, f"{label}{tag} ≤ 0 (at the bottom)"))
+        ax.axhline(1.0, ls="--", color="grey", lw=0.8, label="vacuous (1)")
+        title = mode if not below else f"{mode}: {below} value(s) ≤ 0 drawn at the bottom (▽)"
+        ax.set(title=title, xlabel="rank r", ylabel="bound or measured value (0-1 loss)")
+        ax.set_yscale("log")
+        _rank_axis(ax, ranked)
+    y_low = min(plotted + [1.0]) / 3.0
+    y_high = max(plotted + [1.0]) * 1.5
+    for ax in axes:
+        ax.set_ylim(y_low, y_high)
+    for ax, xs, color, marker, label in bottoms:
+        ax.plot(xs, [y_low * 1.15] * len(xs), ls="none", marker="v", mfc="none", color=color,
+                label=label)
+    for ax in axes:  # below the panel: a legend of up to ten entries would hide the points
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    fig.set_figheight(5.6)
+    gone = f"; {', '.join(unranked)} (no rank) not shown" if unranked else ""
+    fig.suptitle(f"{task}: every bound beside what it bounds, n={n}, q={bits}{gone}")
+    return fig
+
+
 def _save(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -161,8 +263,15 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def write_plots(records, out_dir, confidence: float = 0.95, n_boot: int = 2000) -> PlotFiles:
-    """Every plot the records support, one file per (task, n or rank, bits); see ``.skipped``."""
+def write_plots(records, out_dir, confidence: float = 0.95, n_boot: int = 2000,
+                tightness: Tightness | None = None) -> PlotFiles:
+    """Every plot the records support, one file per (task, n or rank, bits); see ``.skipped``.
+
+    With ``tightness`` (from ``tightness.tightness_rows``) also one ``tightness_<task>_n<n>_q<bits>.png``
+    per (task, n, bits) of its rows."""
+    if tightness is not None and not isinstance(tightness, Tightness):
+        raise InputError(f"tightness must be a Tightness (from tightness_rows) or None, got "
+                         f"{type(tightness).__name__}")
     configs = config_rows(normalize_records(records), confidence, [])
     out, pct, files = Path(out_dir), f"{100 * confidence:g}%", PlotFiles()
     cells: dict[tuple, list[ConfigRow]] = {}
@@ -181,4 +290,11 @@ def write_plots(records, out_dir, confidence: float = 0.95, n_boot: int = 2000) 
             files.append(_save(_gap_vs_n(cs, pct, n_boot), out / f"gap_vs_n_{tag}.png"))
         else:
             files.skipped.append(f"gap vs n for {tag}: one n only ({cs[0].n})")
+    for task, n, bits in sorted({(r.task, r.n, r.bits) for r in (tightness.rows if tightness else ())},
+                                key=str):
+        tag = f"{task}_n{n}_q{bits if bits is not None else 'none'}"
+        if not any(r.rank > 0 for r in tightness.rows if (r.task, r.n, r.bits) == (task, n, bits)):
+            files.skipped.append(f"tightness for {tag}: no mode with a rank (full has none)")
+            continue
+        files.append(_save(plot_tightness(tightness, task, n, bits), out / f"tightness_{tag}.png"))
     return files
