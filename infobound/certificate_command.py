@@ -6,6 +6,9 @@ each method's bound at exactly δ, and ``best``, the smallest of the methods eac
 δ / (number of methods), so that choosing the smallest after seeing the numbers is paid for by a
 union bound. ``--bits 0`` is the held-out test-set bound (the binomial tail with no code).
 ``--test-errors K --test-n M`` adds the held-out test-set bound from K errors in M test examples.
+``infobound certificate --code-length-of DIR [--json]`` instead rebuilds the itemised code length of
+every adapter stored by ``infobound validate`` in DIR, from its stored grid indices, and checks it
+against the length recorded when it was trained.
 
 Registered into the CLI's registry (``infobound.cliargs``) when ``infobound.cli`` loads; scipy loads
 only when the command runs, so the other commands stay fast. No torch.
@@ -17,7 +20,7 @@ import argparse
 import json
 import textwrap
 
-from .cliargs import given, integer_type, number_type, register
+from .cliargs import fill_defaults, given, integer_type, number_type, register
 from .errors import InputError
 from .validation import describe
 
@@ -61,17 +64,17 @@ _methods.__name__ = "method list"
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train-error", type=number_type(0.0, 1.0), required=True, metavar="E",
+    parser.add_argument("--train-error", type=number_type(0.0, 1.0), metavar="E",
                         help="training 0-1 error of the hypothesis, a fraction in [0, 1] (for the "
                              "binomial method a multiple of 1/n: errors k = E·n)")
-    parser.add_argument("--n", type=integer_type(1), required=True, metavar="N",
+    parser.add_argument("--n", type=integer_type(1), metavar="N",
                         help="training examples the error was measured on")
-    parser.add_argument("--bits", type=integer_type(0), required=True, metavar="C",
+    parser.add_argument("--bits", type=integer_type(0), metavar="C",
                         help="length in bits of the hypothesis under a prefix-free code fixed before "
                              "seeing the data (an integer >= 0; round a code length up); 0 gives the "
                              "held-out test-set bound")
     parser.add_argument("--delta", type=number_type(0.0, 1.0, open_low=True, open_high=True),
-                        default=DEFAULT_DELTA, metavar="D",
+                        default=None, metavar="D",
                         help=f"failure probability, in (0, 1) (default {DEFAULT_DELTA})")
     parser.add_argument("--methods", type=_methods, default=DEFAULT_METHODS, metavar="M1,M2",
                         help=f"comma list of {', '.join(METHOD_NAMES)}, or all (default "
@@ -82,12 +85,19 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-n", type=integer_type(1), metavar="M",
                         help="held-out test examples, never used in training or selection (needs "
                              "--test-errors)")
+    parser.add_argument("--code-length-of", metavar="DIR",
+                        help="instead: the itemised code length of every adapter stored by infobound "
+                             "validate in DIR, rebuilt from its stored grid indices")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the text")
 
 
 # --------------------------------------------------------------------------------- checks
 def _check_options(args) -> None:
     """What argparse's types cannot see: pairs of options and the binomial method's range."""
+    missing = [_OPTIONS[k] for k in ("train_error", "n", "bits") if not given(args, k)]
+    if missing:
+        raise InputError(f"{missing[0]} is required (give --train-error, --n and --bits, or "
+                         f"--code-length-of DIR)")
     if given(args, "test_errors") and not given(args, "test_n"):
         raise InputError("--test-errors needs --test-n M, the number of held-out test examples")
     if given(args, "test_n") and not given(args, "test_errors"):
@@ -188,6 +198,9 @@ def _text(cert, record: dict, grid_size: int) -> list[str]:
 def _run(args) -> int:
     from . import certificates  # scipy loads only for this command
 
+    if given(args, "code_length_of"):
+        return _code_lengths(args)
+    fill_defaults(args, {"delta": DEFAULT_DELTA})
     _check_options(args)
     try:
         cert = certificates.certificate(args.train_error, args.n, args.bits, args.delta, args.methods)
@@ -206,6 +219,54 @@ def _run(args) -> int:
         return 0
     print("\n".join(_text(cert, record, len(certificates.DEFAULT_CATONI_GRID))))
     return 0
+
+
+def _code_lengths(args) -> int:
+    """``--code-length-of DIR``: every stored adapter's itemised code, grouped by configuration."""
+    from .cliargs import refuse_inert
+    from .harness.codes import stored_code_lengths
+    from .validation import check_path
+
+    why = "does nothing with --code-length-of DIR (it reads the stored adapters)"
+    refuse_inert(args, dict.fromkeys(("train_error", "n", "bits", "delta", "test_errors", "test_n"), why))
+    if args.methods != DEFAULT_METHODS:
+        raise InputError("--methods does nothing with --code-length-of DIR (it reads the stored adapters)")
+    folder = check_path("--code-length-of", args.code_length_of)
+    if not folder.is_dir():
+        raise InputError(f"--code-length-of must be a folder written by infobound validate; "
+                         f"{str(folder)!r} is not a folder")
+    codes = stored_code_lengths(folder)
+    bad = [c for c in codes if not c.matches]
+    if args.json:
+        print(json.dumps({"runs": [{**{k: c.record.get(k) for k in ("key", "kind", "task", "mode", "rank", "n",
+                                                                     "seed", "bits", "clip")},
+                                    "recorded_bits": c.record["code_length_bits"], "matches": c.matches,
+                                    "code": c.code.to_dict()} for c in codes],
+                          "mismatches": len(bad)}, allow_nan=False))
+        return 0 if not bad else 1
+    groups: dict = {}
+    for c in codes:
+        r = c.record
+        groups.setdefault((r["task"], r["mode"], r["rank"], r["n"], r["bits"]), []).append(c)
+    lines = [_wrap(f"Code lengths of {len(codes):,} stored adapters in {str(folder)!r}: a prefix-free code "
+                   "of each run's trained, quantised tensors (range-coded grid indices, with the shapes, "
+                   "the probability table and the frozen factor's seed), rebuilt from the stored indices; "
+                   "mean bits per item over the runs of each configuration."), ""]
+    for (task, mode, rank, n, bits), runs in groups.items():
+        totals = [c.code.total_bits for c in runs]
+        items: dict[str, list[float]] = {}
+        for c in runs:
+            for key, value in c.code.items.items():
+                items.setdefault(key, []).append(value)
+        lines.append(f"{task} {mode} rank {rank} n {n:,} bits {bits}: {len(runs)} run(s), code length "
+                     f"{min(totals):,.0f}–{max(totals):,.0f} bits, mean {sum(totals) / len(totals):,.1f}")
+        rows = [[key, f"{sum(v) / len(v):,.1f}"] for key, v in items.items()]
+        lines += ["  " + line for line in _table(["item", "mean bits"], rows + [["total", f"{sum(totals) / len(totals):,.1f}"]])]
+        lines.append("")
+    if bad:
+        lines.append(f"warning: {len(bad)} stored run(s) rebuild to a length other than the recorded one")
+    print("\n".join(lines).rstrip())
+    return 0 if not bad else 1
 
 
 register("certificate", "a single-run certificate on the population 0-1 error (Occam-kl, binomial "

@@ -68,6 +68,7 @@ __all__ = [
     "choose_grid",
     "decode_adapter",
     "decode_tensor",
+    "entropy_bits",
     "encode_tensor",
 ]
 
@@ -508,7 +509,11 @@ class EncodedTensor:
                 "entropy_bits": self.entropy_bits}
 
 
-def _entropy_bits(indices: np.ndarray) -> float:
+def entropy_bits(indices) -> float:
+    """``N`` times the empirical entropy of the indices, in bits: ``-Σ n_s log2(n_s / N)``."""
+    indices = np.asarray(indices)
+    if indices.size == 0:
+        return 0.0
     counts = np.unique(indices, return_counts=True)[1].astype(np.float64)
     total = counts.sum()
     return float(-(counts * np.log2(counts / total)).sum()) + 0.0  # + 0.0: no -0.0
@@ -558,7 +563,7 @@ def _encode(indices: np.ndarray, levels: int, model: str | None) -> tuple[_BitWr
     assert sum(bits.values()) == writer.length
     encoded = EncodedTensor(levels, tuple(int(d) for d in indices.shape),
                             "constant" if chosen is None else chosen.model, _to_bytes(writer.bits()),
-                            writer.length, bits, words, _entropy_bits(flat))
+                            writer.length, bits, words, entropy_bits(flat))
     return writer, encoded
 
 

@@ -85,7 +85,11 @@ def expected_tuples(modes=MODES, ranks=RANKS, ns=NS, seeds=SEEDS, bits=BITS) -> 
 
 
 def without_wall_time(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "wall_time"}
+    """The record without its time; its arrays (a run_group record's ``_arrays``) as plain lists."""
+    out = {k: v for k, v in record.items() if k != "wall_time"}
+    if "_arrays" in out:
+        out["_arrays"] = {k: (str(v.dtype), v.tolist()) for k, v in out["_arrays"].items()}
+    return out
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -270,7 +274,14 @@ def test_kill_and_resume(tmp_path):
     config = SweepConfig(modes=(first["mode"],), ranks=(first["rank"],), ns=(first["n"],), seeds=2,
                          bits=(8,), steps=400)
     again = {r["key"]: r for r in run_group(config.groups()[0])}
-    assert without_wall_time({"key": before[0][1], **first}) == without_wall_time(again[before[0][1]])
+    fresh = again[before[0][1]]
+    stored_arrays = fresh.pop("_arrays")
+    assert without_wall_time({"key": before[0][1], **first}) == without_wall_time(fresh)
+    from infobound.harness.store import RunStore
+
+    with RunStore(folder, create=False, read_only=True) as store:  # and so do its stored arrays
+        kept = store.arrays(before[0][1])
+    assert set(kept) == set(stored_arrays) and all(np.array_equal(kept[k], stored_arrays[k]) for k in kept)
 
 
 @pytest.mark.parametrize("module", ["infobound", "infobound.cli"])

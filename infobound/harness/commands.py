@@ -11,10 +11,24 @@ import sys
 
 from ..cliargs import bits_list, int_list, integer_type, modes, number_type, register, warn
 from ..spec import Mode
-from .sweep import MAX_SEEDS, MAX_STEPS, SweepConfig, default_workers
+from .sweep import KINDS, MAX_MASKS, MAX_SEEDS, MAX_STEPS, MAX_SUPERSAMPLES, SweepConfig, default_workers
 
 DEFAULTS = SweepConfig()
 MAX_WORKERS = 64
+
+
+def bound_kinds(text: str) -> tuple[str, ...]:
+    """A comma list of bound kinds for the tightness table, or ``all``."""
+    from .tightness import BOUND_KINDS
+
+    if text.strip().lower() == "all":
+        return BOUND_KINDS
+    items = [t.strip().lower() for t in text.split(",")]
+    bad = [t for t in items if t not in BOUND_KINDS]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"must be a comma list of {', '.join(BOUND_KINDS)} (or all); got {bad[0]!r}"
+                                         if bad else f"must name at least one of {', '.join(BOUND_KINDS)}")
+    return tuple(dict.fromkeys(items))
 
 
 def _csv(values) -> str:
@@ -54,7 +68,22 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=integer_type(1, MAX_WORKERS), default=None,
                         help="processes training configurations in parallel, one thread each "
                              "(default: one per core, at most 4); records do not depend on it")
+    parser.add_argument("--kind", default=DEFAULTS.kind, choices=KINDS,
+                        help="seeds: each configuration once per seed on a fresh training subset; cmi: "
+                             "the supersample suite (k1 supersamples of n pairs x k2 masks) for the "
+                             "conditional-MI bounds (default seeds)")
+    parser.add_argument("--supersamples", type=integer_type(1, MAX_SUPERSAMPLES), default=None,
+                        help=f"k1, supersamples per configuration, --kind cmi (default {DEFAULTS.supersamples})")
+    parser.add_argument("--masks", type=integer_type(2, MAX_MASKS), default=None,
+                        help=f"k2, masks per supersample, trained as one stack, --kind cmi (default {DEFAULTS.masks})")
+    _bounds_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _bounds_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bounds", type=bound_kinds, default=None,
+                        help="comma list of bounds for the tightness table: seed, fast, cert, cmi "
+                             "(default: every one the stored runs allow)")
 
 
 def _inert_warnings(args) -> None:
@@ -66,6 +95,12 @@ def _inert_warnings(args) -> None:
         warn("--clip does nothing here: with --bits none no parameter is quantised")
     if args.alpha is not None and not rank_modes:
         warn("--alpha does nothing here: full fine-tuning has no adapter scaling")
+    if args.kind != "cmi":
+        for option in ("supersamples", "masks"):
+            if getattr(args, option) is not None:
+                warn(f"--{option} does nothing here: it applies to --kind cmi")
+    elif args.seeds != DEFAULTS.seeds:
+        warn("--seeds does nothing here: a cmi sweep runs --supersamples x --masks runs per configuration")
 
 
 def _run_validate(args) -> int:
@@ -78,13 +113,17 @@ def _run_validate(args) -> int:
     config = SweepConfig(task=args.task, modes=args.modes, ranks=args.ranks or DEFAULTS.ranks, ns=args.ns,
                          seeds=args.seeds, bits=args.bits, alpha=args.alpha, init=args.init,
                          steps=args.steps, lr=args.lr, clip=DEFAULTS.clip if args.clip is None else args.clip,
-                         targets=args.targets)
+                         targets=args.targets, kind=args.kind,
+                         supersamples=args.supersamples or DEFAULTS.supersamples, masks=args.masks or DEFAULTS.masks)
     workers = default_workers() if args.workers is None else args.workers
     result = validate(config, args.out, progress=not args.no_progress, workers=workers,
-                      on_plan=lambda plan: print(plan.describe(), flush=True))
+                      on_plan=lambda plan: print(plan.describe(), flush=True), bounds=args.bounds)
     counts = result["counts"]
     print(result["table"])
-    print(f"\n{counts['groups']} configurations × {config.seeds} seeds: {counts['skipped']} already stored, "
+    print("\n" + result["tightness_table"])
+    runs = (f"configurations × {config.seeds} seeds" if config.kind == "seeds" else
+            f"groups (a supersample of one configuration each) × {config.masks} masks")
+    print(f"\n{counts['groups']} {runs}: {counts['skipped']} already stored, "
           f"{counts['written']} records written; {result['records']} records in the report")
     _print_outputs(result)
     return 0
@@ -94,13 +133,15 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", metavar="DIR", help="a folder written by infobound validate")
     parser.add_argument("--skip-damaged", action="store_true",
                         help="report the readable records of a store some of whose records are damaged")
+    _bounds_argument(parser)
 
 
 def _run_report(args) -> int:
     from .validate import write_report
 
-    result = write_report(args.dir, skip_damaged=args.skip_damaged)
+    result = write_report(args.dir, skip_damaged=args.skip_damaged, bounds=args.bounds)
     print(result["table"])
+    print("\n" + result["tightness_table"])
     _print_outputs(result)
     return 0
 

@@ -632,7 +632,8 @@ class RunStore:
         for lo in range(0, len(keys), 500):  # SQLite's variable limit
             chunk = keys[lo:lo + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key, name, dtype, shape, data FROM arrays WHERE key IN ({marks})",
+            rows = self._db.execute(f"SELECT key, name, dtype, shape, data FROM arrays WHERE key IN ({marks}) "
+                                    "ORDER BY rowid",
                                     chunk).fetchall()
             for key, name, dtype, shape, data in rows:
                 if wanted is not None and name not in wanted:

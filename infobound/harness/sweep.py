@@ -27,6 +27,11 @@ from ..validation import check_int, check_list, check_names, check_real, describ
 
 MAX_SEEDS = 1_000_000
 MAX_STEPS = 10_000_000
+MAX_SUPERSAMPLES = 10_000
+MAX_MASKS = 10_000
+KINDS = ("seeds", "cmi")
+"""``seeds``: every configuration trained once per seed on a fresh training subset, tested on the
+task's test set. ``cmi``: the supersample suite of THEORY §5, k1 supersamples of n pairs × k2 masks."""
 
 RANKLESS = 0  # the rank recorded for full fine-tuning, where no rank applies
 
@@ -47,6 +52,11 @@ class SweepConfig:
     lr: float = 1e-2
     clip: float = 4.0
     targets: tuple[str, ...] | None = None
+    kind: str = "seeds"
+    supersamples: int = 2
+    """k1, supersamples per configuration (``kind="cmi"`` only)."""
+    masks: int = 20
+    """k2, masks per supersample, trained as one stack (``kind="cmi"`` only)."""
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -66,6 +76,16 @@ class SweepConfig:
         set_("init", FrozenInit.parse(self.init).value)
         if self.targets is not None:
             set_("targets", check_names("targets", self.targets))
+        if not isinstance(self.kind, str) or self.kind.strip().lower() not in KINDS:
+            raise InputError(f"kind must be one of {', '.join(KINDS)}, got {describe(self.kind)}")
+        set_("kind", self.kind.strip().lower())
+        set_("supersamples", check_int("supersamples (k1)", self.supersamples, 1, MAX_SUPERSAMPLES))
+        set_("masks", check_int("masks (k2)", self.masks, 2, MAX_MASKS))
+
+    @property
+    def runs_per_group(self) -> int:
+        """Trained replicas per group: the seeds, or the masks of one supersample."""
+        return self.masks if self.kind == "cmi" else self.seeds
 
     def groups(self) -> list["GroupConfig"]:
         """Every unit of work, in a stable order; full fine-tuning once per n (rank does not apply)."""
@@ -74,11 +94,12 @@ class SweepConfig:
             ranks = (RANKLESS,) if mode is Mode.FULL else self.ranks
             for rank in ranks:
                 for n in self.ns:
-                    out.append(GroupConfig(
-                        task=self.task, mode=mode, rank=rank, n=n, seeds=tuple(range(self.seeds)),
-                        bits=self.bits, alpha=self.alpha, init=self.init, steps=self.steps, lr=self.lr,
-                        clip=self.clip, targets=self.targets,
-                    ))
+                    for supersample in (range(self.supersamples) if self.kind == "cmi" else (None,)):
+                        out.append(GroupConfig(
+                            task=self.task, mode=mode, rank=rank, n=n, seeds=tuple(range(self.runs_per_group)),
+                            bits=self.bits, alpha=self.alpha, init=self.init, steps=self.steps, lr=self.lr,
+                            clip=self.clip, targets=self.targets, kind=self.kind, supersample=supersample,
+                        ))
         return out
 
 
@@ -98,13 +119,30 @@ class GroupConfig:
     lr: float
     clip: float
     targets: tuple[str, ...] | None
+    kind: str = "seeds"
+    supersample: int | None = None
+    """Index j of the supersample (``kind="cmi"``); ``seeds`` are then its mask indices."""
 
     def run_config(self, seed: int, bits: int | None) -> dict:
-        """The config that identifies one record (its store key is a hash of this)."""
-        config = {k: v for k, v in asdict(self).items() if k not in ("seeds", "bits")}
+        """The config that identifies one record (its store key is a hash of this). A seed sweep's
+        config has no ``kind`` or ``supersample`` entry, so its keys are those of earlier versions."""
+        config = {k: v for k, v in asdict(self).items() if k not in ("seeds", "bits", "kind", "supersample")}
         config.update(mode=self.mode.value, seed=seed, bits=bits,
                       targets=None if self.targets is None else list(self.targets))
+        if self.kind != "seeds":
+            config.update(kind=self.kind, supersample=self.supersample)
         return config
+
+    def frozen_seeds(self) -> list[int]:
+        """The frozen factor's seed of every replica, fixed before any data is seen."""
+        if self.kind == "cmi":
+            return [frozen_seed(MAX_SEEDS + MAX_MASKS * self.supersample + m) for m in self.seeds]
+        return [frozen_seed(s) for s in self.seeds]
+
+    @property
+    def seed_count(self) -> int:
+        """How many frozen-factor seeds this kind of sweep can use (a code of the seed pays log2 of it)."""
+        return MAX_SEEDS if self.kind == "seeds" else MAX_SUPERSAMPLES * MAX_MASKS
 
     def keys(self) -> list[str]:
         from .store import config_key
@@ -137,45 +175,180 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
     layers = select_layers(linear_layers(model), targets, model=group.task)  # the bound's side
     rank = 1 if group.mode is Mode.FULL else group.rank
     inject_lora(model, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
-                stack=k, seeds=[frozen_seed(s) for s in seeds])
-    train = [task.train_set(group.n, seed=s) for s in seeds]
-    x_train = torch.stack([torch.as_tensor(x) for x, _ in train])  # (K, n, d_in)
-    y_train = torch.stack([torch.as_tensor(y) for _, y in train])  # (K, n) or (K, n, d_out)
-    x_test, y_test = (torch.as_tensor(a) for a in task.test_set())
-    x_test = x_test.expand(k, *x_test.shape)  # (K, m, d_in), a view
-    y_test = y_test.expand(k, *y_test.shape)
+                stack=k, seeds=group.frozen_seeds())
+    data = _cmi_data(task, group) if group.kind == "cmi" else _seed_data(task, group)
+    x_train, y_train, x_test, y_test = data["x_train"], data["y_train"], data["x_test"], data["y_test"]
+    loss = _loss(task)
+    zero_one = task.loss_kind == "zero_one"
 
-    train_stacked(model, x_train, y_train, steps=group.steps, lr=group.lr, loss=_loss(task),
+    train_stacked(model, x_train, y_train, steps=group.steps, lr=group.lr, loss=loss,
                   seed=seeds[0], progress=progress)
     trained = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    certify = zero_one and any(b is not None for b in group.bits)
+    raw = _measure(evaluate_stacked, model, data, loss) if certify else None  # the unquantised errors
+    adaptive = _adaptive(model, trained, data, loss, group) if zero_one else None
 
     records = []
     for bits in group.bits:
         quantised = None
         if bits is not None:
             quantised = quantize_trainable_(model, UniformGrid(bits, group.clip))
-        measured = {"train": evaluate_stacked(model, x_train, y_train, loss=_loss(task)),
-                    "test": evaluate_stacked(model, x_test, y_test, loss=_loss(task))}
+        measured = _measure(evaluate_stacked, model, data, loss)
         spec = spec_from_model(model, bits=bits or 64)
         expected = AdapterSpec(layers, rank=rank, mode=group.mode, bits=bits or 64)
         if spec.factor_totals() != expected.factor_totals() or spec.trainable_params != expected.trainable_params:
             raise RuntimeError(f"the trained model's spec {spec} differs from the bound's {expected}")
-        applicable = bits is not None and task.loss_kind == "zero_one"
+        applicable = bits is not None and zero_one
         sb = seed_bound(spec, group.n, sigma=DEFAULT_SIGMA, bits=bits or 64) if applicable else None
         closed = linreg_losses(task, model, group.mode) if task.name == "linreg" else {}
+        indices = _replica_indices(model, trained, bits, group.clip) if certify and bits is not None else None
+        test_n = int(x_test.shape[1])
         for i, seed in enumerate(seeds):
             record = _record(group, task, seed, bits, measured, i, spec.trainable_params, sb, quantised,
-                             test_n=int(x_test.shape[1]))
+                             test_n=test_n)
             record.update({name: values[i] for name, values in closed.items()})
+            arrays = {}
+            if raw is not None:
+                record["unquantised_train_error"] = float(raw["train"]["error"][i])
+                record["unquantised_test_error"] = float(raw["test"]["error"][i])
+            if indices is not None:
+                fields, arrays = _certify(group, indices[i], bits, record, test_n)
+                record.update(fields)
+            if adaptive is not None:
+                record.update(adaptive[i][0])
+                arrays.update(adaptive[i][1])
+            if group.kind == "cmi":  # a run is (supersample, mask); its seed numbers it within the sweep
+                record.update(supersample=group.supersample, mask=seed, seed=group.supersample * k + seed)
+                arrays.update(_pair_losses(data["mask"][i], measured, i))
+            record[ARRAYS_FIELD] = arrays
             records.append(record)
-        with torch.no_grad():  # back to the unquantised trained values for the next bit width
-            for name, p in model.named_parameters():
-                if name in trained:
-                    p.copy_(trained[name])
+        _restore(model, trained)  # back to the unquantised trained values for the next bit width
     per_run = (time.perf_counter() - t0) / k
     for record in records:
         record["wall_time"] = per_run
     return records
+
+
+ARRAYS_FIELD = "_arrays"
+"""Field of a record returned by ``run_group`` holding its arrays (stored beside it, not in it)."""
+
+
+def _seed_data(task, group: GroupConfig) -> dict:
+    """Each seed's own training subset; the task's fixed test set, shared by every replica (a view)."""
+    import torch
+
+    k = len(group.seeds)
+    train = [task.train_set(group.n, seed=s) for s in group.seeds]
+    x_test, y_test = (torch.as_tensor(a) for a in task.test_set())
+    return {"x_train": torch.stack([torch.as_tensor(x) for x, _ in train]),  # (K, n, d_in)
+            "y_train": torch.stack([torch.as_tensor(y) for _, y in train]),  # (K, n) or (K, n, d_out)
+            "x_test": x_test.expand(k, *x_test.shape), "y_test": y_test.expand(k, *y_test.shape)}
+
+
+def mask_of(supersample: int, mask: int, n: int):
+    """U ∈ {0, 1}^n of run ``mask`` of supersample ``supersample``: the point of each pair trained on."""
+    from .tasks.base import STREAM_MASK, stream_rng
+
+    return stream_rng(supersample, mask, STREAM_MASK).integers(0, 2, n).astype("uint8")
+
+
+def _cmi_data(task, group: GroupConfig) -> dict:
+    """Supersample j's n pairs; replica m trains on the point U_i of each pair and is tested on the other."""
+    import numpy as np
+    import torch
+
+    x, y = task.supersample(group.n, group.supersample)  # (n, 2, d), (n, 2)
+    masks = np.stack([mask_of(group.supersample, m, group.n) for m in group.seeds])  # (K, n)
+    rows = torch.arange(group.n)
+    chosen = torch.from_numpy(masks.astype(np.int64))
+    pick = lambda t, u: torch.stack([t[rows, m] for m in u])  # noqa: E731  (K, n, ...)
+    return {"x_train": pick(x, chosen), "y_train": pick(y, chosen), "x_test": pick(x, 1 - chosen),
+            "y_test": pick(y, 1 - chosen), "mask": masks}
+
+
+def _measure(evaluate, model, data: dict, loss: str) -> dict:
+    return {"train": evaluate(model, data["x_train"], data["y_train"], loss=loss),
+            "test": evaluate(model, data["x_test"], data["y_test"], loss=loss)}
+
+
+def _pair_losses(mask, measured: dict, i: int) -> dict:
+    """Both points' 0-1 losses of every pair, (n, 2) int8, and the mask (THEORY §5)."""
+    import numpy as np
+
+    train, test = measured["train"]["zero_one"][i], measured["test"]["zero_one"][i]
+    losses = np.empty((len(mask), 2), dtype=np.int8)
+    rows = np.arange(len(mask))
+    losses[rows, mask] = train
+    losses[rows, 1 - mask] = test
+    return {"pair_losses": losses, "mask": np.asarray(mask, dtype=np.uint8)}
+
+
+def _replica_indices(model, trained: dict, bits: int, clip: float) -> list[dict]:
+    """Each replica's trained tensors as grid indices (name -> array), in the model's order; checked
+    against the quantised parameters, so the code describes exactly the evaluated model."""
+    import numpy as np
+
+    from ..codelength import Grid
+
+    grid = Grid(bits, clip)
+    out = None
+    for name, p in model.named_parameters():
+        if name not in trained:
+            continue
+        values = trained[name].double().cpu().numpy()  # (K, ...)
+        idx = grid.indices(values)
+        if not np.array_equal(grid.values(idx).astype(np.float32), p.detach().cpu().numpy().astype(np.float32)):
+            raise RuntimeError(f"grid indices of {name} do not reproduce its quantised values")
+        if out is None:
+            out = [{} for _ in range(values.shape[0])]
+        for i in range(values.shape[0]):
+            out[i][name] = idx[i]
+    return out or []
+
+
+def _restore(model, trained: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in trained:
+                p.copy_(trained[name])
+
+
+def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig) -> list[tuple[dict, dict]]:
+    """Each replica's certificate on the grid it chooses among ``codes.adaptive_grids()`` (the choice
+    paid in its code): every candidate quantises the trained model and is evaluated; each replica
+    takes the candidate with the smallest estimated certificate (training error and code only)."""
+    from ..quantize import UniformGrid, quantize_trainable_
+    from .codes import adaptive_grids, choose_adaptive, run_certificate, seed_bits
+    from .train import evaluate_stacked
+
+    grids = adaptive_grids()
+    per = []
+    for grid in grids:
+        quantize_trainable_(model, UniformGrid(grid.bits, grid.clip))
+        per.append((_measure(evaluate_stacked, model, data, loss),
+                    _replica_indices(model, trained, grid.bits, grid.clip)))
+        _restore(model, trained)
+    bits_of_seed = seed_bits(group.mode, group.seed_count)
+    test_n = int(data["x_test"].shape[1])
+    out = []
+    for i in range(len(group.seeds)):
+        j = choose_adaptive([(g, idx[i], float(m["train"]["error"][i])) for g, (m, idx) in zip(grids, per)],
+                            group.n, bits_of_seed)
+        measured, indices = per[j]
+        out.append(run_certificate(indices[i], grids[j], bits_of_seed, float(measured["train"]["error"][i]),
+                                   group.n, float(measured["test"]["error"][i]), test_n,
+                                   grid_candidates=len(grids), prefix="adaptive_"))
+    return out
+
+
+def _certify(group: GroupConfig, indices: dict, bits: int, record: dict, test_n: int) -> tuple[dict, dict]:
+    from ..codelength import Grid
+    from .codes import run_certificate, seed_bits
+
+    return run_certificate(indices, Grid(bits, group.clip), seed_bits(group.mode, group.seed_count),
+                           record["train_error"], group.n, record["test_error"], test_n)
 
 
 def _record(group, task, seed, bits, measured, i, trainable, sb, quantised, test_n) -> dict:
@@ -195,6 +368,7 @@ def _record(group, task, seed, bits, measured, i, trainable, sb, quantised, test
         why = ""
     return {
         "key": config_key(group.run_config(seed, bits)),
+        "kind": group.kind,
         "task": group.task,
         "mode": group.mode.value,
         "rank": group.rank,
@@ -245,7 +419,9 @@ def run_sweep(
     try:
         for group, records in zip(todo, mapper(run_group, todo)):
             counts["written"] += store.put_many(
-                (r["key"], {k: v for k, v in r.items() if k != "key"}, group.run_config(r["seed"], r["bits"]))
+                (r["key"], {k: v for k, v in r.items() if k not in ("key", ARRAYS_FIELD)},
+                 group.run_config(r["mask"] if group.kind == "cmi" else r["seed"], r["bits"]),
+                 r.get(ARRAYS_FIELD) or None)
                 for r in records)
             bar.update(1)
             bar.set_postfix_str(f"{group.mode.value} r={group.rank} n={group.n}")
@@ -406,9 +582,10 @@ def plan_sweep(config: SweepConfig, store, layers: list[LayerSpec], test_n: int,
     flops, peak = 0.0, 0.0
     for g in todo:
         k = len(g.seeds)
-        flops += k * (6.0 * weights * g.n * g.steps + 2.0 * weights * (g.n + test_n) * len(g.bits))
-        peak = max(peak, 4.0 * k * max(g.n, test_n) * width * 3)
-    per_group = config.seeds * len(config.bits)
+        tested = g.n if g.kind == "cmi" else test_n  # a supersample run is tested on the other point of each pair
+        flops += k * (6.0 * weights * g.n * g.steps + 2.0 * weights * (g.n + tested) * (len(g.bits) + 1))
+        peak = max(peak, 4.0 * k * max(g.n, tested) * width * 3)
+    per_group = config.runs_per_group * len(config.bits)
     return SweepPlan(len(groups), len(todo), len(groups) * per_group, len(todo) * per_group, flops,
                      workers, peak)
 

@@ -15,13 +15,13 @@ from ..errors import InputError
 from ..files import atomic_write
 from ..presets import parse_targets, select_layers
 from ..spec import Mode, check_rank
-from ..validation import check_instance, check_int, check_path
+from ..validation import check_instance, check_int, check_names, check_path
 from .sweep import SweepConfig, SweepPlan, linear_layers, plan_sweep
 
 SETTINGS_FILE = "sweep.json"
 # Settings that change what a record means without being part of the report's configuration columns:
 # one folder holds one value of each, so the report never averages across them.
-FOLDER_WIDE = ("task", "steps", "lr", "clip", "targets")
+FOLDER_WIDE = ("kind", "task", "steps", "lr", "clip", "targets")
 MAX_WORKERS = 256
 
 
@@ -37,8 +37,16 @@ def check_sweep(config: SweepConfig, out) -> tuple[SweepConfig, object, SweepPla
     config = check_instance("config", config, SweepConfig, "a SweepConfig")
     out = check_path("out", out)
     task = get_task(config.task)  # unknown task: InputError listing the tasks
+    if config.kind == "cmi":
+        if task.max_pairs == 0:
+            raise InputError(f"kind 'cmi' needs a task with a loss in [0, 1] and supersamples (digits, "
+                             f"teacher); task {config.task} has loss {task.loss_kind}")
+        too_many = [n for n in config.ns if n > task.max_pairs]
+        if too_many:
+            raise InputError(f"n must be at most {task.max_pairs} pairs for a supersample of task "
+                             f"{config.task} (2n distinct examples it never pretrained on), got {too_many[0]}")
     too_many = [n for n in config.ns if n > task.max_n]
-    if too_many:
+    if config.kind == "seeds" and too_many:
         raise InputError(f"n must be at most {task.max_n} for task {config.task} (the size of its "
                          f"target training pool), got {too_many[0]}")
     all_layers = linear_layers(task.base_model())
@@ -60,8 +68,34 @@ def check_sweep(config: SweepConfig, out) -> tuple[SweepConfig, object, SweepPla
     return config, store, plan
 
 
+def check_bounds(config: SweepConfig, bounds) -> tuple[str, ...] | None:
+    """The tightness table's bound kinds, checked against what the sweep's records will allow."""
+    from .tasks import get_task
+    from .tightness import BOUND_KINDS
+
+    if bounds is None:
+        return None
+    names = check_names("bounds", bounds)
+    unknown = [b for b in names if b not in BOUND_KINDS]
+    if unknown:
+        raise InputError(f"bounds must name bound kinds from {', '.join(BOUND_KINDS)}, got {unknown[0]!r}")
+    zero_one = get_task(config.task).loss_kind == "zero_one"
+    quantised = any(b is not None for b in config.bits)
+    need = {"seed": (zero_one and quantised, "quantised parameters (--bits) and a 0-1 loss"),
+            "fast": (zero_one and quantised, "quantised parameters (--bits) and a 0-1 loss"),
+            "cert": (zero_one and quantised, "quantised parameters (--bits) and a 0-1 loss"),
+            "cmi": (config.kind == "cmi", "the supersample suite (--kind cmi)")}
+    if config.kind == "cmi":
+        need.update({k: (False, "a seed sweep (--kind seeds)") for k in ("seed", "fast", "cert")})
+    for name in names:
+        ok, what = need[name]
+        if not ok:
+            raise InputError(f"bounds: {name!r} needs {what}; this sweep cannot give it")
+    return tuple(b for b in BOUND_KINDS if b in names)
+
+
 def validate(config: SweepConfig, out, *, progress: bool = True, workers: int = 1, executor=None,
-             on_plan=None) -> dict:
+             on_plan=None, bounds=None) -> dict:
     """Run the sweep (skipping stored runs) and write the report of every record in the folder.
 
     ``workers`` > 1 runs groups in that many processes (ignored when an ``executor`` is given);
@@ -77,6 +111,11 @@ def validate(config: SweepConfig, out, *, progress: bool = True, workers: int = 
     if on_plan is not None and not callable(on_plan):
         raise InputError(f"on_plan must be callable or None, got {type(on_plan).__name__}")
     config, store, plan = check_sweep(config, out)
+    try:
+        bounds = check_bounds(config, bounds)
+    except BaseException:
+        store.close()
+        raise
     out = Path(out)
     with store:
         plan = replace(plan, workers=1 if executor is None and workers == 1 else workers)
@@ -94,13 +133,23 @@ def validate(config: SweepConfig, out, *, progress: bool = True, workers: int = 
         else:
             counts = run_sweep(config, store, executor=executor, progress=progress)
         records = store.records()  # the whole folder, as `infobound report DIR` sees it
-    result = write_report(out, records)
+        pair_losses = _pair_losses(store, records)
+    result = write_report(out, records, bounds=bounds, pair_losses=pair_losses)
     result["counts"] = counts
     result["plan"] = plan
     return result
 
 
-def write_report(out, records=None, *, skip_damaged: bool = False) -> dict:
+def _pair_losses(store, records) -> dict | None:
+    """{key: (losses (n, 2), mask (n,))} of the stored supersample runs; None when there are none."""
+    keys = [r["key"] for r in records if r.get("kind") == "cmi"]
+    if not keys:
+        return None
+    arrays = store.arrays_many(keys, names=("pair_losses", "mask"))
+    return {k: (a["pair_losses"], a["mask"]) for k, a in arrays.items() if {"pair_losses", "mask"} <= set(a)}
+
+
+def write_report(out, records=None, *, skip_damaged: bool = False, bounds=None, pair_losses=None) -> dict:
     """CSV, Markdown summary and plots from ``records`` (default: every record stored in ``out``).
 
     The folder's writability is checked first and everything is computed before the first file is
@@ -109,6 +158,7 @@ def write_report(out, records=None, *, skip_damaged: bool = False) -> dict:
     """
     from . import figures, report
     from .store import RunStore, open_for_reading
+    from .tightness import format_tightness, tightness_markdown, tightness_rows
 
     out = check_path("DIR", out) if records is None else check_path("out", out)
     notes = []
@@ -121,6 +171,9 @@ def write_report(out, records=None, *, skip_damaged: bool = False) -> dict:
         RunStore.check_writable(out)  # a read-only folder: one clear error, nothing touched
         with open_for_reading(out) as store:
             records, damaged = store.readable_records() if skip_damaged else (store.records(), [])
+            if bounds is not None and "cmi" in check_names("bounds", bounds) and not store.has_arrays:
+                store.arrays_many([])  # schema 1: the clear error that it holds no per-example losses
+            pair_losses = _pair_losses(store, records) if store.has_arrays else None
         if damaged:
             notes.append(f"{len(damaged)} damaged record(s) left out (store rows {', '.join(map(str, damaged))})")
     else:
@@ -129,13 +182,15 @@ def write_report(out, records=None, *, skip_damaged: bool = False) -> dict:
         raise InputError(f"DIR holds no finished runs: {str(out)!r}")
     summary = report.summarize(records)
     summary.notes.extend(notes)
+    tight = tightness_rows(records, pair_losses=pair_losses, bounds=bounds)
     meta = {"title": f"infobound validate: task {records[0]['task']}", **_describe_setting(out, records[0]),
-            "sections": [_linreg_table(records)]}
+            "sections": [_linreg_table(records), tightness_markdown(tight)]}
     csv_path = report.write_csv(records, out / "records.csv")
-    plots = figures.write_plots(records, out)
+    plots = figures.write_plots(records, out, tightness=tight)
     meta["plots"] = [str(p) for p in plots]
     md_path = report.write_markdown(summary, out / "summary.md", meta)
-    return {"summary": summary, "table": report.format_verdict_table(summary), "csv": csv_path,
+    return {"summary": summary, "table": report.format_verdict_table(summary), "tightness": tight,
+            "tightness_table": format_tightness(tight), "csv": csv_path,
             "markdown": md_path, "plots": list(plots), "skipped_plots": list(plots.skipped),
             "records": len(records)}
 
@@ -212,10 +267,11 @@ def _check_same_settings(store, config: SweepConfig) -> None:
     stored = store.records()
     if not stored:
         return
-    wanted = {"task": config.task, "steps": config.steps, "lr": config.lr, "clip": config.clip,
-              "targets": None if config.targets is None else ",".join(config.targets)}
+    wanted = {"kind": config.kind, "task": config.task, "steps": config.steps, "lr": config.lr,
+              "clip": config.clip, "targets": None if config.targets is None else ",".join(config.targets)}
     first = stored[0]
     have = {k: first.get(k) for k in FOLDER_WIDE}
+    have["kind"] = have["kind"] or "seeds"
     differ = [k for k in FOLDER_WIDE if have[k] != wanted[k]]
     if differ:
         pairs = ", ".join(f"{k}={have[k]!r} (asked {wanted[k]!r})" for k in differ)

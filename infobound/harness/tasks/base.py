@@ -26,7 +26,8 @@ from ...errors import InputError
 from ...validation import check_choice, check_int, check_real
 
 # Stream tags: a numpy Generator is seeded with [seed, tag], so no two purposes share a stream.
-STREAM_TEACHER, STREAM_CALIB, STREAM_PRETRAIN, STREAM_TRAIN_X, STREAM_TRAIN_NOISE, STREAM_TEST_X, STREAM_TEST_NOISE = range(1, 8)
+(STREAM_TEACHER, STREAM_CALIB, STREAM_PRETRAIN, STREAM_TRAIN_X, STREAM_TRAIN_NOISE, STREAM_TEST_X, STREAM_TEST_NOISE,
+ STREAM_SUPERSAMPLE, STREAM_MASK) = range(1, 10)
 
 
 # ------------------------------------------------------------------------------------- configs
@@ -178,7 +179,31 @@ class Task(ABC):
 
     @abstractmethod
     def describe(self) -> str:
-        """The task and its split, in words, for the report."""
+        """The task and its split, in words, for the report; it ends with ``prior_statement``."""
+
+    prior_statement: ClassVar[str] = ""
+    """Why the pretrained network may be part of a certificate's prior: it never saw the fine-tuning
+    data (THEORY §4, transfer). Empty for a task that makes no such guarantee."""
+
+    max_pairs: int = 0
+    """The most pairs a supersample can hold (0: the task has no supersamples)."""
+
+    def supersample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n pairs of target examples ``(x (n, 2, d_in), y (n, 2))``, distinct, never pretrained on;
+        deterministic in ``(n, seed)`` (THEORY §5: the supersample Z̃)."""
+        if self.max_pairs == 0:
+            raise InputError(f"task {self.name!r} has no supersamples (its loss is {self.loss_kind}; the "
+                             f"supersample bounds need a loss in [0, 1])")
+        n = check_int("n", n, 1)
+        if n > self.max_pairs:
+            raise InputError(f"n must be an integer in [1, {self.max_pairs}] (the pairs a supersample of task "
+                             f"{self.name!r} can hold), got {n}")
+        x, y = self._supersample(n, check_int("seed", seed, 0))
+        return x.reshape(n, 2, *x.shape[1:]), y.reshape(n, 2, *y.shape[1:])
+
+    def _supersample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """2n distinct examples, pair i being rows 2i and 2i + 1."""
+        raise NotImplementedError
 
 
 class PretrainedMLP(Task):

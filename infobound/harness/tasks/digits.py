@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from .base import STREAM_TRAIN_X, PretrainedMLP, TaskConfig, stream_rng
+from .base import STREAM_SUPERSAMPLE, STREAM_TRAIN_X, PretrainedMLP, TaskConfig, stream_rng
 
 DIGIT_TRANSFORMS = {
     "mirror": (lambda img: img[..., :, ::-1], "horizontal mirror (column j -> 7 - j)"),
@@ -62,6 +62,9 @@ class DigitsTask(PretrainedMLP):
     """
 
     name, config_class = "digits", DigitsConfig
+    prior_statement = ("The pretraining images are disjoint from the target pool, the test set and every "
+                       "supersample, so the pretrained network never saw fine-tuning or test data and is "
+                       "part of the certificates' prior.")
     d_in, d_out, n_classes = 64, 10, 10
 
     def __init__(self, config: DigitsConfig | None = None):
@@ -79,6 +82,7 @@ class DigitsTask(PretrainedMLP):
             raise InputError(f"test_fraction / target_fraction leave a split too small to stratify: {err}") from None
         self.pretrain_indices, self.target_indices, self.test_indices = pretrain, target, test
         self.max_n = len(target)
+        self.max_pairs = (len(target) + len(test)) // 2  # supersamples draw from the pool and the test set
         self._transform, self._transform_text = DIGIT_TRANSFORMS[cfg.transform]
 
     def _data(self, indices: np.ndarray, transformed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +97,10 @@ class DigitsTask(PretrainedMLP):
 
     def _train_set(self, n: int, seed: int):
         return self._data(self.train_indices(n, seed))
+
+    def _supersample(self, n: int, seed: int):
+        pool = np.concatenate([self.target_indices, self.test_indices])
+        return self._data(pool[stream_rng(seed, STREAM_SUPERSAMPLE).permutation(len(pool))[:2 * n]])
 
     def test_set(self):
         return self._data(self.test_indices)
@@ -109,4 +117,5 @@ class DigitsTask(PretrainedMLP):
         return (f"digits: scikit-learn's 1,797 8x8 images (pixels / 16), split once, stratified (seed {cfg.seed}): "
                 f"{sizes} test. Network 64-{cfg.hidden}-{cfg.hidden}-10 pretrained on the original images "
                 f"({cfg.pretrain_steps} Adam steps). Target: {self._transform_text}. Pretrained test accuracy "
-                f"{src:.1%} on the original images, {tgt:.1%} on the target.")
+                f"{src:.1%} on the original images, {tgt:.1%} on the target. Supersamples: pairs drawn from the "
+                f"target pool and the test set ({self.max_pairs} pairs at most). {self.prior_statement}")

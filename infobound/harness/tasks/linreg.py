@@ -64,6 +64,8 @@ class LinregTask(Task):
     """
 
     name, loss_kind, config_class = "linreg", "mse", LinregConfig
+    prior_statement = ("The base weight W0 is drawn from its own random stream, not trained on any data, so "
+                       "it never saw the fine-tuning data; no certificate is computed (the loss is unbounded).")
     default_targets = ("layer",)
     n_classes = None
 
@@ -118,4 +120,4 @@ class LinregTask(Task):
                 f"in R^{cfg.d_in} (eigenvalues {eig.max():.3g} to {eig.min():.3g}, {cfg.cov_basis} basis), ε ~ "
                 f"N(0, {self.noise_var:g} I_{cfg.d_out}). Loss: squared error averaged over outputs = L / {cfg.d_out}; "
                 f"at W0, L = Tr[Δ Σ Δᵀ] + d_out s² = {start:.4g}. Test: {cfg.test_size} samples; training sets: "
-                f"fresh draws per seed (n <= {cfg.max_n}).")
+                f"fresh draws per seed (n <= {cfg.max_n}). {self.prior_statement}")

@@ -14,7 +14,7 @@ import torch
 
 from ...errors import InputError
 from ...validation import check_choice, check_int
-from .base import (STREAM_CALIB, STREAM_PRETRAIN, STREAM_TEACHER, STREAM_TEST_X, STREAM_TRAIN_X, PretrainedMLP,
+from .base import (STREAM_CALIB, STREAM_PRETRAIN, STREAM_SUPERSAMPLE, STREAM_TEACHER, STREAM_TEST_X, STREAM_TRAIN_X, PretrainedMLP,
                    TaskConfig, random_orthonormal, stream_rng)
 
 @dataclass(frozen=True)
@@ -70,11 +70,15 @@ class TeacherTask(PretrainedMLP):
     """
 
     name, config_class = "teacher", TeacherConfig
+    prior_statement = ("Pretraining inputs come from their own random stream and carry the source teacher's "
+                       "labels; every fine-tuning, test and supersample input is a fresh draw of another "
+                       "stream, so the pretrained network never saw them and is part of the certificates' prior.")
 
     def __init__(self, config: TeacherConfig | None = None):
         super().__init__(config)
         cfg = self.config
         self.d_in, self.d_out, self.n_classes, self.max_n = cfg.d_in, cfg.n_classes, cfg.n_classes, cfg.max_n
+        self.max_pairs = cfg.max_n
         rng, h = stream_rng(cfg.seed, STREAM_TEACHER), cfg.teacher_hidden
         source = {  # He-scaled Gaussian weights
             "fc1": rng.standard_normal((h, cfg.d_in)) * math.sqrt(2.0 / cfg.d_in),
@@ -99,6 +103,9 @@ class TeacherTask(PretrainedMLP):
     def _train_set(self, n: int, seed: int):
         return self._draw(n, seed, STREAM_TRAIN_X)
 
+    def _supersample(self, n: int, seed: int):
+        return self._draw(2 * n, seed, STREAM_SUPERSAMPLE)
+
     def test_set(self):
         return self._draw(self.config.test_size, self.config.seed, STREAM_TEST_X)
 
@@ -116,4 +123,5 @@ class TeacherTask(PretrainedMLP):
                 f"change of {', '.join(cfg.delta_layers)} (singular values {cfg.delta_scale} x its spectral norm), "
                 f"changing {changed:.1%} of the test labels. Student {cfg.hidden} wide, pretrained on "
                 f"{cfg.pretrain_samples} source samples. Test: {cfg.test_size} fresh samples; training sets: fresh "
-                f"draws per seed (n <= {cfg.max_n}). Pretrained test accuracy {src:.1%} source, {tgt:.1%} target.")
+                f"draws per seed (n <= {cfg.max_n}). Pretrained test accuracy {src:.1%} source, {tgt:.1%} target. "
+                f"{self.prior_statement}")

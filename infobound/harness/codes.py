@@ -1,0 +1,173 @@
+"""Code lengths and certificates of the trained adapters of a sweep (THEORY §4). No torch.
+
+Every quantised run of a 0-1-loss task gets a real code: its trained tensors' grid indices are
+entropy-coded by ``codelength.adapter_code_length`` under the sweep's grid (bits, clip), which was
+fixed before training, so no grid choice is charged. A frozen random factor costs only its seed:
+``seed_bits`` = the bits of an integer below the number of seeds the sweep allows (its draw is a
+fixed function of that seed, fixed before any data is seen); LoRA and full fine-tuning code every
+trained value and charge no seed. The pretrained base network is part of the prior (each task
+states that it never saw the fine-tuning data).
+
+From the code length ``|c|`` and the run's training error come two certificates on the run's
+population 0-1 error, each at δ, and the best of them with δ split over both (``certificates``);
+beside them the held-out test-set bound (Clopper–Pearson on the test errors, δ). Records keep the
+numbers; the store keeps the grid indices (``adapter.NAME`` arrays), so ``stored_code_lengths``
+rebuilds the itemised code of any stored run and checks it against the recorded length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..certificates import certificate, test_set_bound
+from ..codelength import CodeLength, Grid, adapter_code_length
+from ..errors import InputError
+from ..spec import Mode
+
+CERT_DELTA = 0.05
+"""δ of the per-run certificates and test-set bounds written into the records."""
+CERT_METHODS = ("occam_kl", "binomial")
+ARRAY_PREFIX = "adapter."
+"""Stored arrays named ``adapter.NAME`` hold the grid indices of trained tensor NAME."""
+
+
+def seed_bits(mode: Mode | str, seed_count: int) -> int:
+    """Bits of the frozen factor's seed: ``ceil(log2(seed_count))`` when a factor is frozen random."""
+    if Mode.parse(mode) in (Mode.LORA, Mode.FULL):
+        return 0
+    return max(0, math.ceil(math.log2(seed_count)))
+
+
+def index_dtype(levels: int) -> np.dtype:
+    """The smallest unsigned dtype that holds indices ``0 .. levels - 1``."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if levels - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise InputError(f"levels must be at most 2**64, got {levels}")
+
+
+def run_certificate(indices: dict[str, np.ndarray], grid: Grid, seed_bit_count: int, train_error: float,
+                    n: int, test_error: float, test_n: int, *, grid_candidates: int = 1,
+                    prefix: str = "") -> tuple[dict, dict]:
+    """The record fields (code length, certificates, test-set bound) and the arrays to store of one run.
+
+    ``grid_candidates`` > 1: the grid was chosen per run among that many, after training, and the
+    code pays ``log2(grid_candidates)`` bits for it. ``prefix`` names the fields (``adaptive_``)."""
+    code = adapter_code_length(indices, grid, seed_bits=seed_bit_count, grid_candidates=grid_candidates)
+    bits = math.ceil(code.total_bits - 1e-9)
+    cert = certificate(train_error, n, bits, CERT_DELTA, CERT_METHODS)
+    fields = {
+        "code_length_bits": float(code.total_bits),
+        "code_seed_bits": int(seed_bit_count),
+        "code_entropy_bits": float(sum(code.entropy_bits.values())),
+        "cert_delta": CERT_DELTA,
+        "cert_occam_kl": float(cert.occam_kl),
+        "cert_binomial": float(cert.binomial),
+        "cert_best": float(cert.best),
+        "cert_method": cert.best_method,
+        "test_set_bound": float(test_set_bound(round(test_error * test_n), test_n, CERT_DELTA)),
+    }
+    if prefix:
+        fields = {prefix + k: v for k, v in fields.items()}
+        fields.update({f"{prefix}grid_bits": grid.bits, f"{prefix}grid_clip": grid.clip,
+                       f"{prefix}grid_candidates": int(grid_candidates), f"{prefix}train_error": float(train_error),
+                       f"{prefix}test_error": float(test_error)})
+    dtype = index_dtype(grid.levels)
+    names = ADAPTIVE_PREFIX if prefix else ARRAY_PREFIX
+    arrays = {names + name: np.asarray(value).astype(dtype) for name, value in indices.items()}
+    return fields, arrays
+
+
+ADAPTIVE_BITS = (2, 3, 4, 5, 6, 8)
+ADAPTIVE_CLIPS = (0.5, 1.0, 2.0, 4.0)
+ADAPTIVE_PREFIX = "adaptive."
+"""Stored arrays named ``adaptive.NAME`` hold the indices of tensor NAME on the run's chosen grid."""
+
+
+def adaptive_grids() -> list[Grid]:
+    """The grids a run's adaptive certificate chooses from, fixed before any data is seen: every
+    bit width of ``ADAPTIVE_BITS`` with every clip of ``ADAPTIVE_CLIPS`` (24, so the choice costs
+    log2 24 ≈ 4.6 bits)."""
+    return [Grid(b, c) for b in ADAPTIVE_BITS for c in ADAPTIVE_CLIPS]
+
+
+def choose_adaptive(candidates: list[tuple[Grid, dict, float]], n: int, seed_bit_count: int) -> int:
+    """The candidate ``(grid, indices, train_error)`` with the smallest estimated Occam-kl certificate.
+
+    The estimate uses each tensor's empirical entropy plus 64 bits of table (the real code is built
+    for the chosen grid only). Any rule may choose here: the code pays log2 of the number of
+    candidates whatever the rule, so the certificate stays valid."""
+    from ..certificates import occam_kl_bound
+    from ..codelength import entropy_bits
+
+    extra = seed_bit_count + math.log2(len(candidates))
+    best, best_value = 0, math.inf
+    for i, (_, indices, train_error) in enumerate(candidates):
+        bits = extra + sum(entropy_bits(v) + 64.0 for v in indices.values())
+        value = occam_kl_bound(train_error, n, math.ceil(bits), CERT_DELTA)
+        if value < best_value:
+            best, best_value = i, value
+    return best
+
+
+@dataclass(frozen=True)
+class StoredCode:
+    """The itemised code of one stored run, rebuilt from its stored grid indices."""
+
+    record: dict
+    code: CodeLength
+    grid: str
+    """``sweep`` (the sweep's grid, fixed in advance) or ``chosen`` (the run's adaptive grid)."""
+
+    @property
+    def recorded_bits(self) -> float:
+        return float(self.record["code_length_bits" if self.grid == "sweep" else "adaptive_code_length_bits"])
+
+    @property
+    def matches(self) -> bool:
+        """Whether the rebuilt length equals the length recorded at training time."""
+        return abs(self.code.total_bits - self.recorded_bits) <= 1e-6
+
+
+def _tensors(arrays: dict, prefix: str) -> dict:
+    return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
+
+
+def stored_code_lengths(folder, where: dict | None = None) -> list[StoredCode]:
+    """The itemised code length of every stored adapter of ``folder`` (``where`` filters records as
+    ``RunStore.records`` does): on the sweep's grid, and on the run's chosen grid where recorded.
+    Raises ``InputError`` for a store that holds none."""
+    from .store import open_for_reading
+
+    with open_for_reading(folder) as store:
+        records = [r for r in store.records(where)
+                   if r.get("code_length_bits") is not None or r.get("adaptive_code_length_bits") is not None]
+        if not records:
+            raise InputError(f"DIR {str(folder)!r} holds no run with a code length (runs of a 0-1-loss "
+                             f"task written by this version of infobound)")
+        arrays = store.arrays_many([r["key"] for r in records])
+    out = []
+    for record in records:
+        mine = arrays.get(record["key"], {})
+        if record.get("code_length_bits") is not None:
+            tensors = _tensors(mine, ARRAY_PREFIX)
+            _check_stored(record, tensors, folder)
+            code = adapter_code_length(tensors, Grid(int(record["bits"]), float(record["clip"])),
+                                       seed_bits=int(record["code_seed_bits"]))
+            out.append(StoredCode(record, code, "sweep"))
+        if record.get("adaptive_code_length_bits") is not None:
+            tensors = _tensors(mine, ADAPTIVE_PREFIX)
+            _check_stored(record, tensors, folder)
+            grid = Grid(int(record["adaptive_grid_bits"]), float(record["adaptive_grid_clip"]))
+            code = adapter_code_length(tensors, grid, seed_bits=int(record["adaptive_code_seed_bits"]),
+                                       grid_candidates=int(record["adaptive_grid_candidates"]))
+            out.append(StoredCode(record, code, "chosen"))
+    return out
+
+
+def _check_stored(record: dict, tensors: dict, folder) -> None:
+    if not tensors:
+        raise InputError(f"run {record['key'][:12]}... of {str(folder)!r} has a code length but no stored adapter")
