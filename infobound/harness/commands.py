@@ -14,6 +14,8 @@ from ..spec import Mode
 from .sweep import KINDS, MAX_MASKS, MAX_SEEDS, MAX_STEPS, MAX_SUPERSAMPLES, SweepConfig, default_workers
 
 DEFAULTS = SweepConfig()
+CMI_NS = (100, 250, 500)
+"""Default pairs per supersample of ``--kind cmi`` (digits holds at most 539 pairs it never pretrained on)."""
 MAX_WORKERS = 64
 
 
@@ -45,8 +47,9 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma list of modes, or all (default {_csv(DEFAULTS.modes)})")
     parser.add_argument("--ranks", type=int_list(1), default=None,
                         help=f"comma list of ranks (default {_csv(DEFAULTS.ranks)})")
-    parser.add_argument("--n", type=int_list(1), default=DEFAULTS.ns, dest="ns",
-                        help=f"comma list of training-set sizes (default {_csv(DEFAULTS.ns)})")
+    parser.add_argument("--n", type=int_list(1), default=None, dest="ns",
+                        help=f"comma list of training-set sizes (default {_csv(DEFAULTS.ns)}; with "
+                             f"--kind cmi, pairs per supersample, default {_csv(CMI_NS)})")
     parser.add_argument("--seeds", type=integer_type(1, MAX_SEEDS), default=DEFAULTS.seeds,
                         help=f"seeds per configuration; each redraws the training subset and the "
                              f"frozen factor (default {DEFAULTS.seeds})")
@@ -110,7 +113,8 @@ def _run_validate(args) -> int:
     from .validate import validate
 
     _inert_warnings(args)
-    config = SweepConfig(task=args.task, modes=args.modes, ranks=args.ranks or DEFAULTS.ranks, ns=args.ns,
+    ns = args.ns or (CMI_NS if args.kind == "cmi" else DEFAULTS.ns)
+    config = SweepConfig(task=args.task, modes=args.modes, ranks=args.ranks or DEFAULTS.ranks, ns=ns,
                          seeds=args.seeds, bits=args.bits, alpha=args.alpha, init=args.init,
                          steps=args.steps, lr=args.lr, clip=DEFAULTS.clip if args.clip is None else args.clip,
                          targets=args.targets, kind=args.kind,

@@ -158,7 +158,7 @@ def plot_test_error(records, confidence: float = 0.95) -> Figure:
 
 
 TIGHT_STYLE = {"seed": ("tab:red", "s"), "fast": ("tab:orange", "D"), "cert": ("tab:purple", "^"),
-               "cmi": ("tab:green", "P")}
+               "cmi": ("tab:green", "P"), "cert*": ("tab:pink", "v")}
 """Colour and marker of each bound kind in ``plot_tightness``."""
 
 
@@ -214,16 +214,19 @@ def plot_tightness(tightness: Tightness, task=None, n=None, bits=None) -> Figure
         below = 0
         for tag, configs in _tight_series([r for r in ranked if r.mode == mode]):
             mine = [r for r in ranked if r.config in set(configs)]
-            lines = [(f"{kind} bound", [r for r in mine if r.kind == kind], "bound", "-", TIGHT_STYLE[kind])
-                     for kind in BOUND_KINDS]
+            sweep_grid = [r for r in mine if r.kind == "cert" and r.grid != "chosen"]
+            chosen = [r for r in mine if r.kind == "cert" and r.grid == "chosen"]
+            lines = [(f"{kind} bound", sweep_grid if kind == "cert" else [r for r in mine if r.kind == kind],
+                      "bound", "-", TIGHT_STYLE[kind]) for kind in BOUND_KINDS]
+            lines.append(("cert* bound (grid chosen per run)", chosen, "bound", "-", TIGHT_STYLE["cert*"]))
             gap_rows = [r for r in mine if r.kind == "seed"] or [r for r in mine if r.kind == "fast"]
             lines += [("mean gap", gap_rows, "measured", ":", ("black", "o")),
                       ("mean gap (cmi runs)", [r for r in mine if r.kind == "cmi"], "measured", ":",
                        ("tab:olive", "o")),
-                      ("mean test error", [r for r in mine if r.kind == "cert"], "measured", "--",
-                       ("tab:blue", "o")),
-                      ("test-set bound", [r for r in mine if r.kind == "cert" and r.test_set_bound is not None],
-                       "test_set_bound", "-.", ("tab:cyan", "x"))]
+                      ("mean test error", sweep_grid, "measured", "--", ("tab:blue", "o")),
+                      ("test-set bound", [r for r in sweep_grid if r.test_set_bound is not None],
+                       "test_set_bound", "-.", ("tab:cyan", "x")),
+                      ("mean test error (cert* grid)", chosen, "measured", "--", ("tab:brown", "o"))]
             for label, line, attr, ls, (color, marker) in lines:
                 pts = sorted((r.rank, float(getattr(r, attr))) for r in line
                              if getattr(r, attr) is not None and math.isfinite(getattr(r, attr)))

@@ -115,6 +115,9 @@ class TightRow:
     bias_delta_loss: float | None = None
     """cmi: plug-in bias estimate per pair, nats, of Î(ΔL; U) and of Î(L; U)."""
     bias_loss_pair: float | None = None
+    grid: str | None = None
+    """cert: ``sweep`` (the sweep's grid, fixed in advance) or ``chosen`` (a grid chosen per run
+    among candidates after training, the choice paid in the code; shown as kind ``cert*``)."""
     estimates: dict | None = field(default=None, compare=False)
     """cmi: every estimate of ``cmi.cmi_summary`` (its ``to_dict()``)."""
 
@@ -273,35 +276,47 @@ def _delta_text(deltas: list[float]) -> str:
     return "/".join(f"{d:g}" for d in deltas) or "?"
 
 
-def _cert_row(key: tuple, runs: list[dict], confidence: float, notes: list[str]) -> TightRow | None:
+def _cert_row(key: tuple, runs: list[dict], confidence: float, notes: list[str],
+              prefix: str = "") -> TightRow | None:
+    """The certificates of the sweep's grid, or (``prefix="adaptive_"``) of each run's chosen grid,
+    beside the test error of the very model each certifies."""
     label = _label(key)
-    have = [r for r in runs if _values([r], "cert_best") and _values([r], "test_error")]
+    name = lambda field_: prefix + field_  # noqa: E731
+    test_field = name("test_error")
+    have = [r for r in runs if _values([r], name("cert_best")) and _values([r], test_field)]
     if not have:
         return None
     if len(have) < len(runs):
         notes.append(f"cert ({label}): {len(runs) - len(have)} run(s) without a certificate left out")
-    certs = np.array(_values(have, "cert_best"))
-    deltas = sorted(set(_values(have, "cert_delta")))
+    certs = np.array(_values(have, name("cert_best")))
+    deltas = sorted(set(_values(have, name("cert_delta"))))
     if len(deltas) > 1:
         notes.append(f"cert ({label}): the runs' certificates use different δ ({_delta_text(deltas)})")
-    test = mean_ci(_values(have, "test_error"), confidence)
-    mean_of = lambda name: float(np.mean(v)) if (v := _values(have, name)) else None
+    test = mean_ci(_values(have, test_field), confidence)
+    mean_of = lambda field_: float(np.mean(v)) if (v := _values(have, field_)) else None  # noqa: E731
     bound = float(certs.mean())
     ratio, note = _ratio(bound, test.mean, "mean test error")
     above = int(np.sum(certs >= LOSS_RANGE))
     if 0 < above < certs.size:
         note = _join(note, f"{above} of {certs.size} runs' certificates ≥ 1")
-    methods = sorted({str(r["cert_method"]) for r in have if r.get("cert_method")})
+    methods = sorted({str(r[name("cert_method")]) for r in have if r.get(name("cert_method"))})
     if methods:
         note = _join(note, f"best method: {', '.join(methods)}")
-    return TightRow(**_base(key), kind="cert", what=WHAT["cert"].format(delta=_delta_text(deltas)),
+    what = WHAT["cert"].format(delta=_delta_text(deltas))
+    if prefix:
+        grids = sorted({(int(r[name("grid_bits")]), float(r[name("grid_clip")])) for r in have})
+        count = sorted({int(r[name("grid_candidates")]) for r in have})
+        shown = ", ".join(f"{b} bits clip {c:g}" for b, c in grids[:4]) + (", ..." if len(grids) > 4 else "")
+        what += (f"; grid chosen per run among {'/'.join(map(str, count))} candidates after training, "
+                 f"log2 of that paid in the code (chosen: {shown}); measured = that model's test error")
+    return TightRow(**_base(key), kind="cert", what=what, grid="chosen" if prefix else "sweep",
                     bound=bound, measured=test.mean, measured_what=MEASURED["cert"],
                     measured_low=test.low, measured_high=test.high, ratio=ratio,
                     vacuous=bound >= LOSS_RANGE, runs=len(have), note=note,
-                    train_error=mean_of("train_error"), bound_min=float(certs.min()),
-                    bound_max=float(certs.max()), test_set_bound=mean_of("test_set_bound"),
+                    train_error=mean_of(name("train_error")), bound_min=float(certs.min()),
+                    bound_max=float(certs.max()), test_set_bound=mean_of(name("test_set_bound")),
                     unquantised_test_error=mean_of("unquantised_test_error"),
-                    code_length_bits=mean_of("code_length_bits"),
+                    code_length_bits=mean_of(name("code_length_bits")),
                     delta=deltas[0] if len(deltas) == 1 else None)
 
 
@@ -413,6 +428,8 @@ def tightness_rows(records, pair_losses=None, bounds=None, confidence: float = 0
                 mine.append(row)
             if "cert" in kinds and (row := _cert_row(key, runs, confidence, notes)):
                 mine.append(row)
+            if "cert" in kinds and (row := _cert_row(key, runs, confidence, notes, prefix="adaptive_")):
+                mine.append(row)
         if cmis and "cmi" in kinds:
             if _quantised_zero_one(cmis):
                 if (row := _cmi_row(key, cmis, pair_losses, confidence, notes)):
@@ -463,10 +480,10 @@ def _comparisons(rows: list[TightRow]) -> list[str]:
     cells: dict = {}
     for r in rows:
         if r.kind == "cert" and r.mode in ("b_only", "lora"):
-            cells.setdefault((r.task, r.n, -1 if r.bits is None else r.bits, r.rank), {}) \
+            cells.setdefault((r.task, r.n, -1 if r.bits is None else r.bits, r.rank, r.grid or ""), {}) \
                 .setdefault(r.mode, []).append(r)
     out = []
-    for (task, n, bits, rank), cell in sorted(cells.items()):
+    for (task, n, bits, rank, grid), cell in sorted(cells.items()):
         if "b_only" not in cell or "lora" not in cell:
             continue
         for b, lo in _match(cell["b_only"], cell["lora"]):
@@ -474,7 +491,8 @@ def _comparisons(rows: list[TightRow]) -> list[str]:
             saved = f" ({y - x:.6g} saved)" if x is not None and y is not None else ""
             tag = f" (init {b.init}, α {b.alpha:g} vs {lo.alpha:g})" if len(cell["b_only"]) > 1 and \
                 b.alpha is not None and lo.alpha is not None else ""
-            out.append(f"{task}, n={n}, q={b.bits}: B-only's certificate vs LoRA's at rank {rank}{tag}: "
+            which = "certificate on its chosen grid" if grid == "chosen" else "certificate"
+            out.append(f"{task}, n={n}, q={b.bits}: B-only's {which} vs LoRA's at rank {rank}{tag}: "
                        f"mean code length {_g(x, 6)} vs {_g(y, 6)} bits{saved}, certificate "
                        f"{_g(b.bound)} vs {_g(lo.bound)}, test error {_g(b.measured)} vs "
                        f"{_g(lo.measured)}")
@@ -531,7 +549,7 @@ def format_tightness(t: Tightness) -> str:
     wrap = textwrap.TextWrapper(width=110, initial_indent="    ", subsequent_indent="      ")
     for r in t.rows:
         short = "mean gap" if r.measured_what == MEASURED["seed"] else "test err"
-        out.append(fmt.format(r.task[:12], r.mode, r.rank, r.n, _g(r.bits), r.kind, f"{r.bound:.4g}",
+        out.append(fmt.format(r.task[:12], r.mode, r.rank, r.n, _g(r.bits), _kind(r), f"{r.bound:.4g}",
                               short, _measured(r), "—" if r.ratio is None else f"{r.ratio:.3g}",
                               "yes" if r.vacuous else "no", r.runs))
         out += wrap.wrap(_join(r.what, _details(r), r.note))
@@ -540,6 +558,10 @@ def format_tightness(t: Tightness) -> str:
     out += [line for c in t.comparisons for line in textwrap.wrap(c, 110, subsequent_indent="  ")]
     out += [line for n in t.notes for line in textwrap.wrap("note: " + n, 110, subsequent_indent="  ")]
     return "\n".join(line[:110].rstrip() for line in out)
+
+
+def _kind(r: TightRow) -> str:
+    return "cert*" if r.grid == "chosen" else r.kind
 
 
 def _cell(text: str) -> str:
@@ -564,7 +586,11 @@ def tightness_markdown(t: Tightness) -> str:
         (f"**cert** — high-probability certificate (THEORY §4, δ = {delta}) on each run's population "
          "error, the smallest of the methods each at δ/2 (union bound paid); the row shows the mean "
          "over runs against the mean test error, with the held-out test-set bound (Clopper–Pearson, "
-         "δ) — the best any certificate could do — and the unquantised test error."),
+         "δ) — the best any certificate could do — and the unquantised test error. **cert*** — the "
+         "same on a grid each run chooses after training among fixed candidates (bits × clip), the "
+         "choice paid with log2(candidates) bits in its code; measured against that model's own test "
+         "error. Taking the best configuration of this table after seeing it would cost log2 of the "
+         "number of configurations more bits."),
         ("**cmi** — estimate of an expectation bound on E gen (THEORY §5): the smallest of ld-CMI, "
          "binary-kl e-CMI and fast-rate CMI by plug-in mutual information over k1 supersamples × k2 "
          f"masks ({shapes}); not a certificate. The plug-in bias per pair is stated; the "
@@ -578,7 +604,7 @@ def tightness_markdown(t: Tightness) -> str:
              > len({r.rank for r in t.rows})]
     header = ["task", "mode", "rank", "n", "bits", *extra, "kind", "what it is", "bound",
               f"measured ({pct} CI)", "bound / measured", "vacuous", "runs", "details", "note"]
-    body = [[r.task, r.mode, r.rank, r.n, _g(r.bits), *(getattr(r, k) for k in extra), r.kind, r.what,
+    body = [[r.task, r.mode, r.rank, r.n, _g(r.bits), *(getattr(r, k) for k in extra), _kind(r), r.what,
              f"{r.bound:.4g}", f"{r.measured_what} {_measured(r)}",
              "—" if r.ratio is None else f"{r.ratio:.3g}", "yes" if r.vacuous else "no", r.runs,
              _details(r), r.note or "—"] for r in t.rows]
