@@ -288,6 +288,37 @@ def catoni_bound(train_error, n, kl_nats, delta, grid=None) -> CatoniBound:
 # binomial tail (0-1 loss)
 
 
+def _log_binom_cdf_many(k: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``_log_binom_cdf`` elementwise over arrays (0 ≤ k < n): one vectorised pass where the CDF is
+    representable, the windowed log-sum-exp of the deep lower tail for the rest."""
+    k, n, p = (np.asarray(a, dtype=np.float64) for a in np.broadcast_arrays(k, n, p))
+    out = np.where(p <= 0.0, 0.0, -np.inf)
+    mid = (p > 0.0) & (p < 1.0)
+    cdf = np.zeros_like(p)
+    cdf[mid] = special.bdtr(k[mid].astype(np.int64), n[mid].astype(np.int64), p[mid])  # integer k, n
+    ok = mid & (cdf > 1e-280)
+    out[ok] = np.log(cdf[ok])
+    deep = np.flatnonzero(mid & ~ok)
+    if deep.size:
+        kd, nd, pd = k[deep], n[deep], p[deep]
+        r = kd * (1.0 - pd) / ((nd - kd + 1) * pd)
+        with np.errstate(divide="ignore"):
+            width = np.where((r > 0) & (r < 1), np.ceil((80.0 - np.log1p(-np.minimum(r, 0.5))) /
+                                                        -np.log(np.where((r > 0) & (r < 1), r, 0.5))) + 1, 0)
+        width = np.where(r >= 1, kd, np.minimum(width, kd))  # r ≥ 1: sum every term
+        if width.max() > 100_000:  # a very slow geometric fall: the scalar form per element
+            out[deep] = [_log_binom_cdf(int(a), int(b), float(c)) for a, b, c in zip(kd, nd, pd)]
+            return out
+        steps = np.arange(int(width.max()) + 1, dtype=np.float64)
+        j = kd[:, None] - steps[None, :]  # (m, W): k, k − 1, ..., masked below k − width
+        used = steps[None, :] <= width[:, None]
+        j = np.where(used, j, kd[:, None])
+        log_pmf = (special.gammaln(nd + 1.0)[:, None] - special.gammaln(j + 1.0) - special.gammaln(nd[:, None] - j + 1.0)
+                   + j * np.log(pd)[:, None] + (nd[:, None] - j) * np.log1p(-pd)[:, None])
+        out[deep] = special.logsumexp(np.where(used, log_pmf, -np.inf), axis=1)
+    return out
+
+
 def _log_binom_cdf(k: int, n: int, p: float) -> float:
     """ln P[Bin(n, p) ≤ k] for 0 ≤ k < n, also where the probability underflows float64."""
     if p <= 0.0:
@@ -333,13 +364,24 @@ def binomial_tail_bound(k, n, delta, bits=0) -> float:
     bits = check_int("bits", bits, 0)
     if k == n:
         return 1.0
-    log_target = math.log(delta) - bits * LN2
-    # allowance for the error of the evaluated log-CDF (log-gamma terms of size ln n! included), so
-    # that the returned upper end is outside the set even after that error
-    margin = 1e-12 * (1.0 + abs(log_target)) + 1e-14 * math.lgamma(n + 1.0)
-    floor = log_target - margin
-    inside = lambda p: np.array([_log_binom_cdf(k, n, float(x)) >= floor for x in np.atleast_1d(p)])
-    return float(_bisect_floats(np.array([0.0]), np.array([1.0]), inside)[0])
+    return float(_binomial_tails(np.array([k]), n, np.array([delta]), np.array([bits]))[0])
+
+
+def _binomial_tails(k: np.ndarray, n: int, delta: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """``binomial_tail_bound`` for validated arrays (k ≤ n ≤ MAX_BINOMIAL_N): one bisection for all."""
+    k, delta, bits = (np.asarray(a, dtype=np.float64).ravel() for a in np.broadcast_arrays(k, delta, bits))
+    out = np.ones_like(k)
+    todo = k < n
+    if np.any(todo):
+        kt = k[todo]
+        log_target = np.log(delta[todo]) - bits[todo] * LN2
+        # allowance for the error of the evaluated log-CDF (log-gamma terms of size ln n! included),
+        # so that the returned upper end is outside the set even after that error
+        margin = 1e-12 * (1.0 + np.abs(log_target)) + 1e-14 * math.lgamma(n + 1.0)
+        floor = log_target - margin
+        inside = lambda p: _log_binom_cdf_many(kt, n, p) >= floor  # noqa: E731
+        out[todo] = _bisect_floats(np.zeros_like(kt), np.ones_like(kt), inside)
+    return out
 
 
 def test_set_bound(errors, m, delta) -> float:
@@ -417,6 +459,66 @@ def _errors_count(train_error: float, n: int) -> int:
             f"method, since it counts errors k = train_error · n; got {train_error!r} "
             f"(train_error · n = {train_error * n!r})")
     return k
+
+
+def certificates_many(train_errors, n, bits, delta=0.05, methods=("occam_kl", "binomial")) -> list[Certificate]:
+    """``certificate`` for many hypotheses at once (one per train error and bit count, same n and δ):
+    the same numbers, computed with one vectorised bisection per method (for a sweep's runs)."""
+    if isinstance(train_errors, (str, bytes)) or not hasattr(train_errors, "__len__"):
+        raise InputError(f"train_errors must be a list of errors in [0, 1], got {train_errors!r}")
+    if isinstance(bits, (str, bytes)) or not hasattr(bits, "__len__") or len(bits) != len(train_errors):
+        raise InputError(f"bits must be a list of code lengths, one per train error ({len(train_errors)}), "
+                         f"got {bits!r}")
+    qs = [check_real(f"train_errors[{i}]", q, 0.0, 1.0) for i, q in enumerate(train_errors)]
+    cs = [check_int(f"bits[{i}]", b, 0) for i, b in enumerate(bits)]
+    n = check_int("n", n, 1)
+    delta = _check_delta(delta)
+    methods = _check_methods(methods)
+    if not qs:
+        return []
+    binomial = "binomial" in methods
+    if binomial and n > MAX_BINOMIAL_N:
+        raise InputError(f"n must be at most {MAX_BINOMIAL_N:,} for the binomial tail, got {n:,}; "
+                         "use the kl-based bounds (occam_kl) for larger n")
+    ks = [_errors_count(q, n) for q in qs] if binomial else None
+    q_arr, c_arr = np.array(qs), np.array(cs, dtype=np.float64)
+    deltas = [delta] if len(methods) == 1 else [delta, delta / len(methods)]
+    values: dict[tuple[str, float], np.ndarray] = {}
+    for d in deltas:
+        for m in methods:
+            if m == "occam_kl":
+                values[m, d] = _kl_inverse(q_arr, (c_arr * LN2 + math.log(1.0 / d)) / n)
+            elif m == "binomial":
+                values[m, d] = _binomial_tails(np.array(ks), n, np.full(len(qs), d), c_arr)
+            elif m == "maurer":
+                values[m, d] = np.array([maurer_bound(q, n, c * LN2, d) for q, c in zip(qs, cs)])
+            else:
+                values[m, d] = np.array([catoni_bound(q, n, c * LN2, d).bound for q, c in zip(qs, cs)])
+    paid_delta = deltas[-1]
+    out = []
+    for i, (q, c) in enumerate(zip(qs, cs)):
+        at = {m: float(values[m, delta][i]) for m in methods}
+        paid = {m: float(values[m, paid_delta][i]) for m in methods}
+        best = min(methods, key=lambda m: paid[m])
+        kind = (f"high-probability certificate: with probability >= {1 - delta:g} (delta = {delta:g}) over "
+                f"the n = {n} training examples, the population 0-1 error is at most 'best' "
+                f"(the minimum over {len(methods)} method(s), each at delta/{len(methods)})")
+        out.append(Certificate(train_error=q, n=n, bits=c, delta=delta, methods=methods,
+                               occam_kl=at.get("occam_kl"), binomial=at.get("binomial"),
+                               maurer=at.get("maurer"), catoni=at.get("catoni"),
+                               best=paid[best], best_method=best, kind=kind))
+    return out
+
+
+def _check_methods(methods) -> tuple:
+    if isinstance(methods, (str, bytes)) or not isinstance(methods, (list, tuple)):
+        raise InputError(
+            f"methods must be a non-empty list or tuple of names from {METHODS}, got {methods!r}")
+    methods = tuple(methods)
+    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise InputError(
+            f"methods must be a non-empty list of distinct names from {METHODS}, got {methods!r}")
+    return methods
 
 
 def certificate(train_error, n, bits, delta=0.05, methods=("occam_kl", "binomial")) -> Certificate:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..certificates import certificate, test_set_bound
+from ..certificates import certificates_many, kl_inverse_upper
 from ..codelength import CodeLength, Grid, adapter_code_length
 from ..errors import InputError
 from ..spec import Mode
@@ -49,36 +49,43 @@ def index_dtype(levels: int) -> np.dtype:
     raise InputError(f"levels must be at most 2**64, got {levels}")
 
 
-def run_certificate(indices: dict[str, np.ndarray], grid: Grid, seed_bit_count: int, train_error: float,
-                    n: int, test_error: float, test_n: int, *, grid_candidates: int = 1,
-                    prefix: str = "") -> tuple[dict, dict]:
-    """The record fields (code length, certificates, test-set bound) and the arrays to store of one run.
+def run_certificates(tensors: list[dict[str, np.ndarray]], grids: list[Grid], seed_bit_count: int,
+                     train_errors: list[float], n: int, test_errors: list[float], test_n: int, *,
+                     grid_candidates: int = 1, prefix: str = "") -> list[tuple[dict, dict]]:
+    """For each run (its tensors' grid indices on its grid): the record fields (code length,
+    certificates, test-set bound) and the arrays to store. The certificates of all runs are computed
+    together (``certificates_many``).
 
-    ``grid_candidates`` > 1: the grid was chosen per run among that many, after training, and the
-    code pays ``log2(grid_candidates)`` bits for it. ``prefix`` names the fields (``adaptive_``)."""
-    code = adapter_code_length(indices, grid, seed_bits=seed_bit_count, grid_candidates=grid_candidates)
-    bits = math.ceil(code.total_bits - 1e-9)
-    cert = certificate(train_error, n, bits, CERT_DELTA, CERT_METHODS)
-    fields = {
-        "code_length_bits": float(code.total_bits),
-        "code_seed_bits": int(seed_bit_count),
-        "code_entropy_bits": float(sum(code.entropy_bits.values())),
-        "cert_delta": CERT_DELTA,
-        "cert_occam_kl": float(cert.occam_kl),
-        "cert_binomial": float(cert.binomial),
-        "cert_best": float(cert.best),
-        "cert_method": cert.best_method,
-        "test_set_bound": float(test_set_bound(round(test_error * test_n), test_n, CERT_DELTA)),
-    }
-    if prefix:
-        fields = {prefix + k: v for k, v in fields.items()}
-        fields.update({f"{prefix}grid_bits": grid.bits, f"{prefix}grid_clip": grid.clip,
-                       f"{prefix}grid_candidates": int(grid_candidates), f"{prefix}train_error": float(train_error),
-                       f"{prefix}test_error": float(test_error)})
-    dtype = index_dtype(grid.levels)
-    names = ADAPTIVE_PREFIX if prefix else ARRAY_PREFIX
-    arrays = {names + name: np.asarray(value).astype(dtype) for name, value in indices.items()}
-    return fields, arrays
+    ``grid_candidates`` > 1: each run's grid was chosen among that many after training, and its code
+    pays ``log2(grid_candidates)`` bits for it. ``prefix`` names the fields (``adaptive_``)."""
+    codes = [adapter_code_length(t, g, seed_bits=seed_bit_count, grid_candidates=grid_candidates)
+             for t, g in zip(tensors, grids)]
+    lengths = [math.ceil(code.total_bits - 1e-9) for code in codes]
+    certs = certificates_many(train_errors, n, lengths, CERT_DELTA, CERT_METHODS)
+    errors = [round(e * test_n) for e in test_errors]
+    held_out = certificates_many([e / test_n for e in errors], test_n, [0] * len(errors), CERT_DELTA, ("binomial",))
+    out = []
+    for code, cert, test, grid, indices, test_error in zip(codes, certs, held_out, grids, tensors, test_errors):
+        fields = {
+            "code_length_bits": float(code.total_bits),
+            "code_seed_bits": int(seed_bit_count),
+            "code_entropy_bits": float(sum(code.entropy_bits.values())),
+            "cert_delta": CERT_DELTA,
+            "cert_occam_kl": float(cert.occam_kl),
+            "cert_binomial": float(cert.binomial),
+            "cert_best": float(cert.best),
+            "cert_method": cert.best_method,
+            "test_set_bound": float(test.binomial),
+        }
+        if prefix:
+            fields = {prefix + k: v for k, v in fields.items()}
+            fields.update({f"{prefix}grid_bits": grid.bits, f"{prefix}grid_clip": grid.clip,
+                           f"{prefix}grid_candidates": int(grid_candidates),
+                           f"{prefix}train_error": float(cert.train_error), f"{prefix}test_error": float(test_error)})
+        dtype = index_dtype(grid.levels)
+        names = ADAPTIVE_PREFIX if prefix else ARRAY_PREFIX
+        out.append((fields, {names + name: np.asarray(v).astype(dtype) for name, v in indices.items()}))
+    return out
 
 
 ADAPTIVE_BITS = (2, 3, 4, 5, 6, 8)
@@ -94,23 +101,21 @@ def adaptive_grids() -> list[Grid]:
     return [Grid(b, c) for b in ADAPTIVE_BITS for c in ADAPTIVE_CLIPS]
 
 
-def choose_adaptive(candidates: list[tuple[Grid, dict, float]], n: int, seed_bit_count: int) -> int:
-    """The candidate ``(grid, indices, train_error)`` with the smallest estimated Occam-kl certificate.
+def choose_adaptive(indices: list[list[dict]], train_errors: np.ndarray, n: int, seed_bit_count: int) -> list[int]:
+    """For each run, the candidate grid with the smallest estimated Occam-kl certificate.
 
-    The estimate uses each tensor's empirical entropy plus 64 bits of table (the real code is built
-    for the chosen grid only). Any rule may choose here: the code pays log2 of the number of
-    candidates whatever the rule, so the certificate stays valid."""
-    from ..certificates import occam_kl_bound
+    ``indices[c][i]``: run i's tensors on candidate grid c; ``train_errors[c, i]``: that model's
+    training error. The estimate uses each tensor's empirical entropy plus 64 bits of table (the
+    real code is built for the chosen grid only). Any rule may choose here: the code pays log2 of
+    the number of candidates whatever the rule, so the certificate stays valid."""
     from ..codelength import entropy_bits
 
-    extra = seed_bit_count + math.log2(len(candidates))
-    best, best_value = 0, math.inf
-    for i, (_, indices, train_error) in enumerate(candidates):
-        bits = extra + sum(entropy_bits(v) + 64.0 for v in indices.values())
-        value = occam_kl_bound(train_error, n, math.ceil(bits), CERT_DELTA)
-        if value < best_value:
-            best, best_value = i, value
-    return best
+    extra = seed_bit_count + math.log2(len(indices))
+    bits = np.array([[math.ceil(extra + sum(entropy_bits(v) + 64.0 for v in run.values())) for run in cand]
+                     for cand in indices], dtype=np.float64)  # (C, K)
+    errors = np.asarray(train_errors, dtype=np.float64)
+    estimate = kl_inverse_upper(errors, (bits * math.log(2.0) + math.log(1.0 / CERT_DELTA)) / n)
+    return [int(j) for j in np.argmin(estimate, axis=0)]
 
 
 @dataclass(frozen=True)

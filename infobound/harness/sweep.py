@@ -203,6 +203,7 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
         closed = linreg_losses(task, model, group.mode) if task.name == "linreg" else {}
         indices = _replica_indices(model, trained, bits, group.clip) if certify and bits is not None else None
         test_n = int(x_test.shape[1])
+        certified = _certify(group, indices, bits, measured, test_n) if indices is not None else None
         for i, seed in enumerate(seeds):
             record = _record(group, task, seed, bits, measured, i, spec.trainable_params, sb, quantised,
                              test_n=test_n)
@@ -211,8 +212,8 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
             if raw is not None:
                 record["unquantised_train_error"] = float(raw["train"]["error"][i])
                 record["unquantised_test_error"] = float(raw["test"]["error"][i])
-            if indices is not None:
-                fields, arrays = _certify(group, indices[i], bits, record, test_n)
+            if certified is not None:
+                fields, arrays = certified[i]
                 record.update(fields)
             if adaptive is not None:
                 record.update(adaptive[i][0])
@@ -319,8 +320,10 @@ def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig) -
     """Each replica's certificate on the grid it chooses among ``codes.adaptive_grids()`` (the choice
     paid in its code): every candidate quantises the trained model and is evaluated; each replica
     takes the candidate with the smallest estimated certificate (training error and code only)."""
+    import numpy as np
+
     from ..quantize import UniformGrid, quantize_trainable_
-    from .codes import adaptive_grids, choose_adaptive, run_certificate, seed_bits
+    from .codes import adaptive_grids, choose_adaptive, run_certificates, seed_bits
     from .train import evaluate_stacked
 
     grids = adaptive_grids()
@@ -332,23 +335,22 @@ def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig) -
         _restore(model, trained)
     bits_of_seed = seed_bits(group.mode, group.seed_count)
     test_n = int(data["x_test"].shape[1])
-    out = []
-    for i in range(len(group.seeds)):
-        j = choose_adaptive([(g, idx[i], float(m["train"]["error"][i])) for g, (m, idx) in zip(grids, per)],
-                            group.n, bits_of_seed)
-        measured, indices = per[j]
-        out.append(run_certificate(indices[i], grids[j], bits_of_seed, float(measured["train"]["error"][i]),
-                                   group.n, float(measured["test"]["error"][i]), test_n,
-                                   grid_candidates=len(grids), prefix="adaptive_"))
-    return out
+    k = len(group.seeds)
+    chosen = choose_adaptive([idx for _, idx in per], np.array([m["train"]["error"] for m, _ in per]),
+                             group.n, bits_of_seed)
+    return run_certificates([per[j][1][i] for i, j in enumerate(chosen)], [grids[j] for j in chosen],
+                            bits_of_seed, [float(per[j][0]["train"]["error"][i]) for i, j in enumerate(chosen)],
+                            group.n, [float(per[j][0]["test"]["error"][i]) for i, j in enumerate(chosen)],
+                            test_n, grid_candidates=len(grids), prefix="adaptive_")
 
 
-def _certify(group: GroupConfig, indices: dict, bits: int, record: dict, test_n: int) -> tuple[dict, dict]:
+def _certify(group: GroupConfig, indices: list[dict], bits: int, measured: dict, test_n: int) -> list[tuple[dict, dict]]:
     from ..codelength import Grid
-    from .codes import run_certificate, seed_bits
+    from .codes import run_certificates, seed_bits
 
-    return run_certificate(indices, Grid(bits, group.clip), seed_bits(group.mode, group.seed_count),
-                           record["train_error"], group.n, record["test_error"], test_n)
+    return run_certificates(indices, [Grid(bits, group.clip)] * len(indices), seed_bits(group.mode, group.seed_count),
+                            [float(e) for e in measured["train"]["error"]], group.n,
+                            [float(e) for e in measured["test"]["error"]], test_n)
 
 
 def _record(group, task, seed, bits, measured, i, trainable, sb, quantised, test_n) -> dict:
@@ -558,6 +560,8 @@ class SweepPlan:
     workers: int
     largest_stack_bytes: float
     """float32 activations of the largest group (inputs of every linear layer, kept for backward)."""
+    supersamples: int = 0
+    """k1 of a supersample sweep (0 for a seed sweep): its groups are configurations × k1."""
 
     @property
     def seconds(self) -> float:
@@ -565,6 +569,9 @@ class SweepPlan:
 
     def describe(self) -> str:
         runs = f"{self.groups} configurations × seeds = {self.runs:,} runs"
+        if self.supersamples:
+            runs = (f"{self.groups // self.supersamples} configurations × {self.supersamples} supersamples "
+                    f"× masks = {self.runs:,} runs")
         if self.runs_todo == 0:
             return f"sweep: {runs}, all stored; nothing to train"
         left = f"{self.runs_todo:,} to train" if self.runs_todo < self.runs else "none stored yet"
@@ -587,7 +594,7 @@ def plan_sweep(config: SweepConfig, store, layers: list[LayerSpec], test_n: int,
         peak = max(peak, 4.0 * k * max(g.n, tested) * width * 3)
     per_group = config.runs_per_group * len(config.bits)
     return SweepPlan(len(groups), len(todo), len(groups) * per_group, len(todo) * per_group, flops,
-                     workers, peak)
+                     workers, peak, config.supersamples if config.kind == "cmi" else 0)
 
 
 def _duration(seconds: float) -> str:
