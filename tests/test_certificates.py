@@ -17,6 +17,7 @@ from infobound.certificates import (
     binomial_tail_bound,
     catoni_bound,
     certificate,
+    certificates_many,
     fast_rate_mi_bound,
     kl_inverse_upper,
     maurer_bound,
@@ -380,3 +381,40 @@ def test_array_inputs_reject_bad_elements():
             kl_inverse_upper(bad, 0.1)
     with pytest.raises(InputError, match="c"):
         kl_inverse_upper([0.1, 0.2], [0.1, -0.1])
+
+
+# ---------------------------------------------------------------- many certificates at once
+
+
+def test_certificates_many_against_mpmath_in_one_batch():
+    """Representable and underflowing targets (bits 0 to 6,000) in one vectorised batch: each entry
+    is the mpmath solution, never below it, and equals the one-at-a-time certificate."""
+    n, delta = 700, 0.05
+    errors = [0.0, 3 / 700, 0.1, 0.45, 0.45, 1.0, 350 / 700]
+    bits = [0, 40, 900, 1100, 6000, 5, 2500]
+    many = certificates_many(errors, n, bits, delta)
+    for cert, q, c in zip(many, errors, bits):
+        one = certificate(q, n, c, delta)
+        assert (cert.occam_kl, cert.binomial, cert.best, cert.best_method) == \
+            (one.occam_kl, one.binomial, one.best, one.best_method)
+        k = round(q * n)
+        if k < n:
+            exact = mp_binomial_tail(k, n, delta, c)
+            assert mp.mpf(cert.binomial) >= exact * (1 - mp.mpf(10) ** -12)
+            assert cert.binomial == pytest.approx(float(exact), rel=1e-9)
+            if cert.best_method == "binomial":  # best: the binomial tail at delta / 2
+                assert cert.best == pytest.approx(float(mp_binomial_tail(k, n, delta / 2, c)), rel=1e-9)
+        assert cert.occam_kl == pytest.approx(float(mp_kl_inverse(q, (c * mp.log(2) + mp.log(1 / mp.mpf(delta))) / n)),
+                                              rel=1e-9, abs=1e-15)
+    assert certificates_many([], n, [], delta) == []
+
+
+def test_certificates_many_bad_input_names_the_parameter():
+    with pytest.raises(InputError, match="bits"):
+        certificates_many([0.1, 0.2], 10, [3], 0.05)
+    with pytest.raises(InputError, match=r"train_errors\[1\]"):
+        certificates_many([0.1, 1.5], 10, [3, 4], 0.05)
+    with pytest.raises(InputError, match=r"bits\[0\]"):
+        certificates_many([0.1], 10, [-1], 0.05)
+    with pytest.raises(InputError, match="delta"):
+        certificates_many([0.1], 10, [3], 1.0)
