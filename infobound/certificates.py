@@ -528,36 +528,5 @@ def certificate(train_error, n, bits, delta=0.05, methods=("occam_kl", "binomial
     ``maurer`` and ``catoni`` (PAC-Bayes with KL = bits · ln 2, the point-mass posterior).
     """
     q = check_real("train_error", train_error, 0.0, 1.0)
-    n = check_int("n", n, 1)
     bits = check_int("bits", bits, 0)
-    delta = _check_delta(delta)
-    if isinstance(methods, (str, bytes)) or not isinstance(methods, (list, tuple)):
-        raise InputError(
-            f"methods must be a non-empty list or tuple of names from {METHODS}, got {methods!r}")
-    methods = tuple(methods)
-    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
-        raise InputError(
-            f"methods must be a non-empty list of distinct names from {METHODS}, got {methods!r}")
-    k = _errors_count(q, n) if "binomial" in methods else None
-    kl_nats = bits * LN2
-
-    def compute(method: str, d: float) -> float:
-        if method == "occam_kl":
-            return occam_kl_bound(q, n, bits, d)
-        if method == "binomial":
-            return binomial_tail_bound(k, n, d, bits)
-        if method == "maurer":
-            return maurer_bound(q, n, kl_nats, d)
-        return catoni_bound(q, n, kl_nats, d).bound
-
-    at_delta = {m: compute(m, delta) for m in methods}
-    paid = {m: compute(m, delta / len(methods)) for m in methods} if len(methods) > 1 else at_delta
-    best_method = min(methods, key=lambda m: paid[m])
-    kind = (f"high-probability certificate: with probability >= {1 - delta:g} (delta = {delta:g}) over "
-            f"the n = {n} training examples, the population 0-1 error is at most 'best' "
-            f"(the minimum over {len(methods)} method(s), each at delta/{len(methods)})")
-    return Certificate(
-        train_error=q, n=n, bits=bits, delta=delta, methods=methods,
-        occam_kl=at_delta.get("occam_kl"), binomial=at_delta.get("binomial"),
-        maurer=at_delta.get("maurer"), catoni=at_delta.get("catoni"),
-        best=paid[best_method], best_method=best_method, kind=kind)
+    return certificates_many([q], n, [bits], delta, methods)[0]

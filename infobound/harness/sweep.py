@@ -156,8 +156,6 @@ def run_group(group: GroupConfig, progress: Callable[[int], None] | None = None)
 
 
 def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> list[dict]:
-    import torch
-
     from ..bounds import DEFAULT_SIGMA, seed_bound
     from ..lora import inject_lora, spec_from_model
     from ..quantize import UniformGrid, quantize_trainable_
@@ -177,7 +175,7 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
     inject_lora(model, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
                 stack=k, seeds=group.frozen_seeds())
     data = _cmi_data(task, group) if group.kind == "cmi" else _seed_data(task, group)
-    x_train, y_train, x_test, y_test = data["x_train"], data["y_train"], data["x_test"], data["y_test"]
+    x_train, y_train, x_test = data["x_train"], data["y_train"], data["x_test"]
     loss = _loss(task)
     zero_one = task.loss_kind == "zero_one"
 
@@ -335,7 +333,6 @@ def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig) -
         _restore(model, trained)
     bits_of_seed = seed_bits(group.mode, group.seed_count)
     test_n = int(data["x_test"].shape[1])
-    k = len(group.seeds)
     chosen = choose_adaptive([idx for _, idx in per], np.array([m["train"]["error"] for m, _ in per]),
                              group.n, bits_of_seed)
     return run_certificates([per[j][1][i] for i, j in enumerate(chosen)], [grids[j] for j in chosen],
