@@ -235,30 +235,39 @@ def _code_lengths(args) -> int:
     if not folder.is_dir():
         raise InputError(f"--code-length-of must be a folder written by infobound validate; "
                          f"{str(folder)!r} is not a folder")
+    if not (folder / "records.sqlite").is_file():
+        raise InputError(f"--code-length-of must be a folder written by infobound validate; no "
+                         f"records.sqlite in {str(folder)!r}")
     codes = stored_code_lengths(folder)
     bad = [c for c in codes if not c.matches]
     if args.json:
         print(json.dumps({"runs": [{**{k: c.record.get(k) for k in ("key", "kind", "task", "mode", "rank", "n",
                                                                      "seed", "bits", "clip")},
-                                    "recorded_bits": c.record["code_length_bits"], "matches": c.matches,
+                                    "grid": c.grid, "recorded_bits": c.recorded_bits, "matches": c.matches,
                                     "code": c.code.to_dict()} for c in codes],
                           "mismatches": len(bad)}, allow_nan=False))
         return 0 if not bad else 1
     groups: dict = {}
     for c in codes:
         r = c.record
-        groups.setdefault((r["task"], r["mode"], r["rank"], r["n"], r["bits"]), []).append(c)
+        groups.setdefault((r["task"], r["mode"], r["rank"], r["n"], r["bits"], c.grid), []).append(c)
     lines = [_wrap(f"Code lengths of {len(codes):,} stored adapters in {str(folder)!r}: a prefix-free code "
                    "of each run's trained, quantised tensors (range-coded grid indices, with the shapes, "
                    "the probability table and the frozen factor's seed), rebuilt from the stored indices; "
                    "mean bits per item over the runs of each configuration."), ""]
-    for (task, mode, rank, n, bits), runs in groups.items():
+    for (task, mode, rank, n, bits, grid), runs in groups.items():
         totals = [c.code.total_bits for c in runs]
         items: dict[str, list[float]] = {}
         for c in runs:
             for key, value in c.code.items.items():
                 items.setdefault(key, []).append(value)
-        lines.append(f"{task} {mode} rank {rank} n {n:,} bits {bits}: {len(runs)} run(s), code length "
+        if grid == "sweep":
+            where = f"the sweep's grid ({bits} bits, clip {runs[0].record['clip']:g})"
+        else:
+            chosen = sorted({(c.code.grids[next(iter(c.code.grids))].bits, c.code.grids[next(iter(c.code.grids))].clip)
+                             for c in runs})
+            where = "a grid chosen per run (" + ", ".join(f"{b} bits clip {c:g}" for b, c in chosen) + ")"
+        lines.append(f"{task} {mode} rank {rank} n {n:,}, {where}: {len(runs)} run(s), code length "
                      f"{min(totals):,.0f}–{max(totals):,.0f} bits, mean {sum(totals) / len(totals):,.1f}")
         rows = [[key, f"{sum(v) / len(v):,.1f}"] for key, v in items.items()]
         lines += ["  " + line for line in _table(["item", "mean bits"], rows + [["total", f"{sum(totals) / len(totals):,.1f}"]])]

@@ -348,14 +348,16 @@ def test_stored_code_lengths_rebuild_every_recorded_length(sweep):
 
 
 def _config_blocks(text: str) -> dict:
-    """The configuration blocks of the text output: (mode, bits) -> (runs, mean, item means)."""
+    """The blocks of the text output on the sweep's grid: (mode, bits) -> (runs, mean, item means);
+    the chosen-grid blocks under (mode, "chosen")."""
     blocks, current = {}, None
     for line in text.splitlines():
-        head = re.match(r"^digits (\w+) rank (\d+) n ([\d,]+) bits (\d+): (\d+) run\(s\), code length "
+        head = re.match(r"^digits (\w+) rank (\d+) n ([\d,]+), (?:the sweep's grid \((\d+) bits, clip [\d.]+\)|"
+                        r"(a grid chosen per run) \([^)]*\)): (\d+) run\(s\), code length "
                         r"([\d,.]+)–([\d,.]+) bits, mean ([\d,.]+)$", line)
         if head:
-            current = (head[1], int(head[4]))
-            blocks[current] = {"runs": int(head[5]), "mean": float(head[8].replace(",", "")), "items": {}}
+            current = (head[1], int(head[4]) if head[4] else "chosen")
+            blocks[current] = {"runs": int(head[6]), "mean": float(head[9].replace(",", "")), "items": {}}
             continue
         item = re.match(r"^  (\S+)\s+([\d,.]+)$", line)
         if item and current is not None:
@@ -368,19 +370,19 @@ def test_code_length_of_prints_a_block_per_configuration(sweep):
     assert status == 0, err
     assert "warning" not in out
     blocks = _config_blocks(out)
-    assert set(blocks) == {(m, b) for m in MODES for b in BITS}
+    # chosen-grid blocks are one per (mode, bits of the sweep): same key, so one per mode survives
+    assert set(blocks) == {(m, b) for m in MODES for b in BITS} | {(m, "chosen") for m in MODES}
     for block in blocks.values():
         assert block["items"]["total"] == block["mean"]
 
 
-@pytest.mark.xfail(strict=True, reason="certificate --code-length-of groups each run's sweep-grid code "
-                   "and its chosen-grid (adaptive) code under the sweep's 'bits B' heading, so each block "
-                   "counts 2 codes per run and its mean/total mixes two different codes")
 def test_code_length_of_totals_are_the_recorded_sweep_grid_lengths(sweep):
     status, out, err = run_cli(["certificate", "--code-length-of", str(sweep["folder"])])
     assert status == 0, err
     blocks = _config_blocks(out)
     for (mode, bits), block in blocks.items():
+        if bits == "chosen":
+            continue
         runs = [r for r in quantised(sweep) if r["mode"] == mode and r["bits"] == bits]
         assert block["runs"] == len(runs) == SEEDS
         assert block["items"]["total"] == pytest.approx(np.mean([r["code_length_bits"] for r in runs]), abs=0.05)
@@ -407,10 +409,6 @@ def test_code_length_of_json_gives_the_recorded_lengths(sweep):
         assert (on_sweep_grid["mode"], on_sweep_grid["seed"], on_sweep_grid["bits"]) == (r["mode"], r["seed"], r["bits"])
 
 
-@pytest.mark.xfail(strict=True, reason="certificate --code-length-of --json writes recorded_bits = "
-                   "record['code_length_bits'] for every entry, also for the chosen-grid entries (whose "
-                   "recorded length is adaptive_code_length_bits; StoredCode.recorded_bits has it), and "
-                   "gives no field saying which grid an entry is on")
 def test_code_length_of_json_chosen_grid_entries_give_their_own_recorded_length(sweep):
     data, _ = _json_runs(sweep["folder"])
     for r in quantised(sweep):
@@ -443,9 +441,6 @@ def test_certificate_bad_input_exits_2_with_one_line(sweep, tmp_path, argv, word
     assert snapshot(sweep["folder"]) == before
 
 
-@pytest.mark.xfail(strict=True, reason="certificate --code-length-of DIR on a folder without records.sqlite "
-                   "says \"no run store 'records.sqlite' in folder ...\" (RunStore's message) without naming "
-                   "--code-length-of, unlike the other refusals of the option")
 def test_certificate_folder_without_store_names_the_option(tmp_path):
     line = one_error_line(*run_cli(["certificate", "--code-length-of", str(_empty(tmp_path))]))
     assert "--code-length-of" in line
@@ -499,9 +494,6 @@ def test_validate_refuses_cmi_bounds_for_a_seed_sweep(tmp_path):
     assert "bounds" in line and "cmi" in line and "--kind cmi" in line
 
 
-@pytest.mark.xfail(strict=True, reason="validate --bounds cmi (kind seeds) is refused only after check_sweep "
-                   "has opened the run store: the --out folder and an empty records.sqlite are left behind "
-                   "(validate calls check_bounds after check_sweep)")
 def test_validate_refuses_cmi_bounds_before_writing_anything(tmp_path):
     out = tmp_path / "out"
     one_error_line(*run_cli(_validate_cmi_bounds(out)))

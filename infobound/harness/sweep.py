@@ -213,7 +213,7 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
             if certified is not None:
                 fields, arrays = certified[i]
                 record.update(fields)
-            if adaptive is not None:
+            if adaptive is not None:  # the same run's chosen-grid certificate, on each of its records
                 record.update(adaptive[i][0])
                 arrays.update(adaptive[i][1])
             if group.kind == "cmi":  # a run is (supersample, mask); its seed numbers it within the sweep

@@ -110,12 +110,8 @@ def validate(config: SweepConfig, out, *, progress: bool = True, workers: int = 
                          f"executor), got {type(executor).__name__}")
     if on_plan is not None and not callable(on_plan):
         raise InputError(f"on_plan must be callable or None, got {type(on_plan).__name__}")
+    bounds = check_bounds(check_instance("config", config, SweepConfig, "a SweepConfig"), bounds)  # nothing written yet
     config, store, plan = check_sweep(config, out)
-    try:
-        bounds = check_bounds(config, bounds)
-    except BaseException:
-        store.close()
-        raise
     out = Path(out)
     with store:
         plan = replace(plan, workers=1 if executor is None and workers == 1 else workers)
