@@ -39,7 +39,7 @@ def _csv(values) -> str:
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default=DEFAULTS.task,
-                        help=f"digits, teacher or linreg (default {DEFAULTS.task})")
+                        help=f"digits, teacher, linreg or mnist; NAME:SHIFT sets a shift, e.g. mnist:permute, digits:flip (default {DEFAULTS.task})")
     parser.add_argument("--out", default="infobound-out", metavar="DIR",
                         help="folder for records.sqlite, records.csv, summary.md and plots "
                              "(default infobound-out); rerunning skips finished runs")

@@ -61,7 +61,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         if not isinstance(self.task, str) or not self.task.strip():
-            raise InputError(f"task must be a task name (digits, teacher or linreg), got {describe(self.task)}")
+            raise InputError(f"task must be a task name (digits, teacher, linreg or mnist, optionally NAME:SHIFT), got {describe(self.task)}")
         set_("task", self.task.strip())
         set_("modes", check_list("modes", self.modes, lambda name, m: Mode.parse(m)))
         set_("ranks", check_list("ranks", self.ranks, _count))

@@ -25,27 +25,42 @@ from ...errors import InputError
 from .base import Task, TaskConfig, clear_pretrain_cache, mlp
 from .digits import DIGIT_TRANSFORMS, DigitsConfig, DigitsTask
 from .linreg import LinregConfig, LinregTask
+from .mnist import INPUT_SHIFTS, OUTPUT_SHIFTS, SHIFTS, MnistConfig, MnistTask
 from .teacher import TeacherConfig, TeacherTask, teacher_logits
 
 __all__ = [
-    "DEFAULT_TASK", "DIGIT_TRANSFORMS", "TASKS", "DigitsConfig", "DigitsTask", "LinregConfig",
-    "LinregTask", "Task", "TaskConfig", "TeacherConfig", "TeacherTask", "clear_pretrain_cache",
+    "DEFAULT_TASK", "DIGIT_TRANSFORMS", "INPUT_SHIFTS", "OUTPUT_SHIFTS", "SHIFTS", "TASKS", "DigitsConfig",
+    "DigitsTask", "LinregConfig", "LinregTask", "MnistConfig", "MnistTask", "Task", "TaskConfig", "TeacherConfig", "TeacherTask", "clear_pretrain_cache",
     "get_task", "mlp", "task_names", "teacher_logits",
 ]
 
 # ------------------------------------------------------------------------------------ registry
-TASKS: dict[str, type[Task]] = {"digits": DigitsTask, "teacher": TeacherTask, "linreg": LinregTask}
+TASKS: dict[str, type[Task]] = {"digits": DigitsTask, "teacher": TeacherTask, "linreg": LinregTask,
+                                 "mnist": MnistTask}
 DEFAULT_TASK = "digits"
 
 
 def get_task(name: str = DEFAULT_TASK, config: TaskConfig | None = None, **overrides) -> Task:
     """The task ``name`` with ``config`` (default: the task's default config), ``overrides`` applied.
 
-    Pretrained weights are cached in memory per config, so repeated calls pretrain once per process.
+    ``NAME:VALUE`` sets the task's shift setting (``digits:flip`` is digits with transform flip,
+    ``mnist:permute`` is mnist with shift permute). Pretrained weights are cached in memory per
+    config, so repeated calls pretrain once per process.
     """
-    if name not in TASKS:
-        raise InputError(f"task must be one of {', '.join(TASKS)}, got {name!r}")
-    cls = TASKS[name]
+    if not isinstance(name, str):
+        raise InputError(f"task must be a task name ({', '.join(TASKS)}), got {type(name).__name__}")
+    base, sep, value = name.partition(":")
+    if base not in TASKS:
+        raise InputError(f"task must be one of {', '.join(TASKS)} (optionally NAME:SHIFT), got {name!r}")
+    cls = TASKS[base]
+    if sep:
+        if cls.shift_setting is None:
+            raise InputError(f"task {base!r} has no shift setting, got {name!r}; tasks with one: "
+                             + ", ".join(k for k, c in TASKS.items() if c.shift_setting))
+        if cls.shift_setting in overrides:
+            raise InputError(f"task {name!r} and {cls.shift_setting}={overrides[cls.shift_setting]!r} both set the shift")
+        overrides = {**overrides, cls.shift_setting: value}
+    name = base
     if config is not None and not isinstance(config, cls.config_class):
         raise InputError(f"config for task {name!r} must be a {cls.config_class.__name__}, got {type(config).__name__}")
     if overrides:

@@ -181,6 +181,10 @@ class Task(ABC):
     def describe(self) -> str:
         """The task and its split, in words, for the report; it ends with ``prior_statement``."""
 
+    shift_setting: ClassVar[str | None] = None
+    """The config field a task name ``NAME:VALUE`` sets (``digits:flip``, ``mnist:permute``); None
+    for a task without a shift setting."""
+
     prior_statement: ClassVar[str] = ""
     """Why the pretrained network may be part of a certificate's prior: it never saw the fine-tuning
     data (THEORY §4, transfer). Empty for a task that makes no such guarantee."""
@@ -219,11 +223,15 @@ class PretrainedMLP(Task):
     def _factory(self) -> nn.Module:
         return mlp(self.d_in, self.config.hidden, self.n_classes)
 
+    def pretrain_key(self) -> TaskConfig:
+        """The settings the pretrained weights depend on (the cache key): by default the whole config."""
+        return self.config
+
     def base_model(self) -> nn.Module:
         cfg = self.config
         train = lambda: _pretrain(self._factory, *self.pretrain_set(), cfg.seed,  # noqa: E731
                                   cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch_size)
-        return build_pretrained(self._factory, _cached_state(cfg, train))
+        return build_pretrained(self._factory, _cached_state(self.pretrain_key(), train))
 
     def _accuracies(self) -> list[float]:
         """The pretrained network's test accuracy on the source labels and on the target task."""

@@ -62,6 +62,7 @@ class DigitsTask(PretrainedMLP):
     """
 
     name, config_class = "digits", DigitsConfig
+    shift_setting = "transform"
     prior_statement = ("The pretraining images are disjoint from the target pool, the test set and every "
                        "supersample, so the pretrained network never saw fine-tuning or test data and is "
                        "part of the certificates' prior.")
