@@ -24,20 +24,21 @@ def bound_of(mode, rank, n):
     return 6.0 * math.sqrt(rank / n) * (1.0 if mode == "lora" else math.sqrt(0.5))
 
 
-def make_records(seed=0, task="synth", ns=NS, ranks=RANKS, modes=tuple(TEST_MEAN), bits=8):
+def make_records(seed=0, task="synth", ns=NS, ranks=RANKS, modes=tuple(TEST_MEAN), bits=8,
+                 seeds=SEEDS, test_mean=TEST_MEAN):
     """Per seed: a shared 'training subset' effect on test error (all modes), small run noise.
 
     The gap is 0.4·√(r/n) times log-normal noise (+ a mode shift): slope −1/2 in n, +1/2 in r.
     alpha follows the rank (α = r), as the sweep records by default.
     """
     rng = np.random.default_rng(seed)
-    subset = {(n, s): rng.normal(0.0, 0.02) for n in ns for s in SEEDS}
+    subset = {(n, s): rng.normal(0.0, 0.02) for n in ns for s in seeds}
     records = []
     for mode in modes:
         for rank in ranks:
             for n in ns:
-                for s in SEEDS:
-                    test = TEST_MEAN[mode] + subset[n, s] + rng.normal(0.0, 0.002)
+                for s in seeds:
+                    test = test_mean[mode] + subset[n, s] + rng.normal(0.0, 0.002)
                     gap = 0.4 * math.sqrt(rank / n) * math.exp(rng.normal(0.0, 0.05)) + GAP_SHIFT[mode]
                     records.append(dict(
                         key=f"{mode}-{rank}-{n}-{s}", task=task, mode=mode, rank=rank, n=n, seed=s,
@@ -77,6 +78,9 @@ def test_claims_come_out_as_constructed(records, summary):
     # one row per (n, rank) for i-iii; iv pairs lora r with b_only 2r: (2, 4) and (4, 8)
     assert {k: len(v) for k, v in by.items()} == {"i": 9, "ii": 9, "iii": 9, "iv-test": 6, "iv-gap": 6}
     assert all(c.supported == "yes" for c in by["i"] + by["ii"] + by["iii"])
+    # large clear effects: the interval alone and the Holm-adjusted decision agree
+    assert all(c.supported_unadjusted == "yes" and c.p_yes_holm < 0.025 and c.p_no_holm > 0.5
+               for c in by["i"] + by["ii"] + by["iii"])
     assert all(abs(c.effect - 0.1) < 0.01 and c.low > 0.05 for c in by["ii"])
     assert all(c.seeds == 8 and c.method.startswith("paired t") for c in summary.claims)
     for c in by["iv-test"] + by["iv-gap"]:
@@ -106,6 +110,104 @@ def test_claim_intervals_match_scipy_by_hand(records, summary):
         assert (c.effect, c.low, c.high) == (pytest.approx(mean), pytest.approx(low), pytest.approx(high))
 
 
+def claim_values(records, c):
+    """{seed: value} of x and y for claim row ``c``, picked from the records by hand."""
+    key = "gap" if c.metric == "gap" else "test_error"
+    if c.claim in ("iv-test", "iv-gap"):
+        rb, rl = (int(v) for v in c.rank.split(" vs "))
+        return (values(records, key, mode="b_only", rank=rb, n=c.n),
+                values(records, key, mode="lora", rank=rl, n=c.n))
+    x_mode, y_mode = {"i": ("b_only", "lora"), "ii": ("a_only", "b_only"), "iii": ("b_only", "lora")}[c.claim]
+    return (values(records, key, mode=x_mode, rank=int(c.rank), n=c.n),
+            values(records, key, mode=y_mode, rank=int(c.rank), n=c.n))
+
+
+def scipy_pvalues(test, d, m):
+    """(p_yes, p_no) of the paired differences ``d`` from scipy's one-sample t-tests."""
+    one = lambda mu, alt: sps.ttest_1samp(d, mu, alternative=alt).pvalue  # noqa: E731
+    if test == "greater":
+        return one(0.0, "greater"), one(0.0, "less")
+    if test == "at_most":
+        return one(m, "less"), one(m, "greater")
+    return max(one(-m, "greater"), one(m, "less")), min(1.0, 2 * min(one(m, "greater"), one(-m, "less")))
+
+
+def hand_holm(pvalues):
+    """Holm by hand: sorted p-values, the i-th smallest (0-based) times (k − i), running max, cap 1."""
+    ranked = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    out, running = [0.0] * len(pvalues), 0.0
+    for step, i in enumerate(ranked):
+        running = max(running, (len(pvalues) - step) * pvalues[i])
+        out[i] = min(1.0, running)
+    return out
+
+
+def test_claim_pvalues_holm_and_decisions_by_hand(records, summary):
+    tests = {"i": "equal", "ii": "greater", "iii": "at_most", "iv-test": "equal", "iv-gap": "equal"}
+    for c in summary.claims:
+        x, y = claim_values(records, c)
+        d = [x[s] - y[s] for s in sorted(x)]
+        assert c.test == tests[c.claim]
+        ref_yes, ref_no = scipy_pvalues(c.test, d, 0.02)
+        assert (c.p_yes, c.p_no) == (pytest.approx(ref_yes, rel=1e-9), pytest.approx(ref_no, rel=1e-9))
+        if c.test == "greater":  # the same as the paired test of x against y
+            assert c.p_yes == pytest.approx(sps.ttest_rel([x[s] for s in sorted(x)], [y[s] for s in sorted(x)],
+                                                          alternative="greater").pvalue)
+    # the family is every claim row; p (yes) and p (no) are adjusted separately, each tested at α/2
+    holm_yes = hand_holm([c.p_yes for c in summary.claims])
+    holm_no = hand_holm([c.p_no for c in summary.claims])
+    for c, hy, hn in zip(summary.claims, holm_yes, holm_no):
+        assert (c.p_yes_holm, c.p_no_holm) == (pytest.approx(hy), pytest.approx(hn))
+        assert c.supported == ("yes" if hy < 0.025 else "no" if hn < 0.025 else "unclear")
+    # multiplicity bites: a row whose interval alone says yes can be unclear after Holm
+    assert any(c.supported_unadjusted == "yes" and c.supported == "unclear" for c in summary.claims)
+    assert all(c.supported == c.supported_unadjusted or c.supported == "unclear" for c in summary.claims)
+
+
+def test_no_effect_with_many_seeds_is_unclear_and_a_reversal_is_no():
+    same = {"lora": 0.2, "b_only": 0.2, "a_only": 0.2}  # claim (ii) false: no effect at all
+    recs = make_records(seed=3, ns=(100, 400), ranks=(2, 4), seeds=range(40), test_mean=same)
+    rows = [c for c in summarize(recs, n_boot=200).claims if c.claim == "ii"]
+    assert len(rows) == 4 and all(c.seeds == 40 and c.supported == "unclear" for c in rows)
+    reversed_ = dict(same, a_only=0.1)  # A-only clearly better: the claim is contradicted
+    recs = make_records(seed=3, ns=(100, 400), ranks=(2, 4), seeds=range(40), test_mean=reversed_)
+    rows = [c for c in summarize(recs, n_boot=200).claims if c.claim == "ii"]
+    assert len(rows) == 4 and all(c.supported == "no" and c.p_no_holm < 1e-6 for c in rows)
+
+
+def test_gap_claims_show_train_errors_and_flag_underfitting(records, summary):
+    for c in summary.claims:
+        if c.claim != "iii":
+            continue
+        for mode, got in (("b_only", c.train_x), ("lora", c.train_y)):
+            hand = np.mean(list(values(records, "train_error", mode=mode, rank=int(c.rank), n=c.n).values()))
+            assert got == pytest.approx(hand)
+        assert c.note == ""  # b_only trains 0.01 worse, within the margin: no flag
+    # b_only's test and train errors both 0.05 higher: its gap is still the smaller one, for the
+    # wrong reason
+    worse = [dict(r, test_error=r["test_error"] + 0.05, train_error=r["train_error"] + 0.05)
+             if r["mode"] == "b_only" else r for r in records]
+    rows = [c for c in summarize(worse, n_boot=200).claims if c.claim == "iii"]
+    assert rows and all(c.train_x - c.train_y > 0.05 for c in rows)
+    assert all(c.note.startswith("smaller gap with higher train error: underfitting") for c in rows)
+    assert all("b_only" in c.note for c in rows)
+
+
+def test_test_set_standard_error_beside_the_seed_interval(records, summary):
+    for c in summary.claims:
+        assert c.test_n == 500
+        if c.metric == "gap":
+            assert math.isnan(c.test_se_x) and math.isnan(c.test_se_y)
+            continue
+        x, y = claim_values(records, c)
+        for got, vals in ((c.test_se_x, x), (c.test_se_y, y)):
+            p = np.mean(list(vals.values()))
+            assert got == pytest.approx(math.sqrt(p * (1 - p) / 500))
+        assert c.half_width == pytest.approx((c.high - c.low) / 2)
+    # here the test set's error (≈ 0.018) is far larger than the seed interval (≈ ±0.003)
+    assert all(c.test_se_x > c.half_width for c in summary.claims if c.claim == "i")
+
+
 def test_claims_detect_a_difference_and_use_the_margin(records):
     shifted = [dict(r, test_error=r["test_error"] + 0.05) if r["mode"] == "b_only" else r
                for r in records]
@@ -127,6 +229,10 @@ def test_welch_when_seeds_are_not_shared(records):
     ref = sps.ttest_ind(list(x.values()), list(y.values()), equal_var=False).confidence_interval(0.95)
     assert row.method.startswith("Welch") and row.seeds == 16
     assert (row.low, row.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    xs, ys, m = list(x.values()), list(y.values()), 0.02  # TOST with Welch's t and df
+    tost = max(sps.ttest_ind(np.add(xs, m), ys, equal_var=False, alternative="greater").pvalue,
+               sps.ttest_ind(np.subtract(xs, m), ys, equal_var=False, alternative="less").pvalue)
+    assert row.p_yes == pytest.approx(tost, rel=1e-9)
 
 
 def test_config_verdicts_and_intervals(records, summary):
@@ -189,8 +295,21 @@ def test_markdown_and_terminal_table(tmp_path, records, summary):
                    "| holds |", "| vacuous |", "δ (failure probability): 0.05", "±0.02",
                    "## Claims", "## Rates", "## Legend", "**violated**", "**inconclusive**"):
         assert needle in text, needle
+    claims = text.split("## Claims")[1].split("## Rates")[0]
+    for needle in ("95% CI (unadjusted)", "| p (yes) | p (no) | Holm p (yes) | Holm p (no) | decision |",
+                   "mean train x, y", "test-set SE x, y", "family is all 39 claim row(s) of this report",
+                   "Holm–Bonferroni", "α/2 = 0.025", "at most α = 0.05", "test_n = 500 examples",
+                   "do not include the test set's own sampling error", "(test_n=500)",
+                   "over seeds (each seed redraws the training subset and the frozen factor)"):
+        assert needle in claims, needle
+    assert "decision **yes / no / unclear**" in text.split("## Legend")[1]
     verdicts = text.split("## Claims")[0]
     assert verdicts.count("| synth | lora |") == len(RANKS) * len(NS)
+    bare = [{k: v for k, v in r.items() if k != "test_n"} for r in make_records(seeds=range(1), ns=(100,))]
+    text = write_markdown(summarize(bare, n_boot=200), tmp_path / "b.md", {}).read_text()
+    assert "the records carry no test_n" in text  # and one seed: no interval, nothing to test
+    assert "The family is empty" in text and "(13 row(s) without an interval are unclear" in text
+    assert all(c.supported == "unclear" and math.isnan(c.p_yes) for c in summarize(bare, n_boot=200).claims)
     text = write_markdown(unquantised, tmp_path / "u.md", {}).read_text()
     assert "bound not applicable: parameters not quantised" in text
     text = write_markdown(mse, tmp_path / "m.md", {}).read_text()

@@ -9,14 +9,20 @@ from scipy import stats as sps
 from infobound.errors import InputError
 from infobound.harness.stats import (
     CONFIG_KEYS,
+    PVALUE_RULES,
     Interval,
     Verdict,
+    binomial_se,
+    claim_decisions,
+    claim_pvalues,
     claim_support,
+    holm_adjust,
     group_records,
     loglog_slope,
     mean_ci,
     paired_difference,
     seed_matched_difference,
+    t_claim_pvalues,
     verdict,
     welch_difference,
 )
@@ -135,6 +141,184 @@ def test_seed_matched_difference_pairs_shared_seeds_else_welch():
 )
 def test_claim_support_rules(test, low, high, margin, expected):
     assert claim_support(test, Interval((low + high) / 2, low, high, 5, 0.1, 0.95, "t"), margin) == expected
+
+
+# ---------------------------------------------------------------- p-values, Holm, decisions
+
+
+def hand_holm(pvalues):
+    """Holm by hand: sort, multiply the i-th smallest (0-based) by (k − i), running max, cap at 1."""
+    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    ranked = sorted(idx, key=lambda i: pvalues[i])
+    out, running = [math.nan] * len(pvalues), 0.0
+    for step, i in enumerate(ranked):
+        running = max(running, (len(ranked) - step) * pvalues[i])
+        out[i] = min(1.0, running)
+    return out
+
+
+def test_holm_adjust_matches_hand_computation():
+    p = [0.01, 0.04, 0.03, 0.005, 0.5, 0.2]
+    # by hand, sorted 0.005 0.01 0.03 0.04 0.2 0.5 times 6 5 4 3 2 1 = .03 .05 .12 .12 .4 .5
+    expected = [0.05, 0.12, 0.12, 0.03, 0.5, 0.4]
+    assert holm_adjust(p) == pytest.approx(expected)
+    assert holm_adjust(p) == pytest.approx(hand_holm(p))
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        q = rng.uniform(0, 1, 12) ** 3
+        q[rng.integers(0, 12, 2)] = math.nan  # untested rows: NaN, not counted in k
+        got = holm_adjust(q)
+        assert np.array_equal(np.isnan(got), np.isnan(q))
+        assert got[~np.isnan(q)] == pytest.approx(np.array(hand_holm(list(q)))[~np.isnan(q)])
+    block = rng.uniform(0, 0.1, (4, 7))  # one family per row
+    assert np.allclose(holm_adjust(block), [hand_holm(list(r)) for r in block])
+    assert holm_adjust([0.3]) == pytest.approx([0.3])  # a family of one: unadjusted
+    with pytest.raises(InputError, match="pvalues"):
+        holm_adjust([0.1, 1.5])
+    with pytest.raises(InputError, match="pvalues"):
+        holm_adjust([])
+
+
+def _paired(seed=0, n=9, shift=0.01):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.3, 0.02, n)
+    return x, x - shift + rng.normal(0.0, 0.01, n)
+
+
+def test_claim_pvalues_paired_match_scipy():
+    x, y = _paired()
+    d, m = x - y, 0.02
+    iv = paired_difference(x, y)
+    p_yes, p_no = claim_pvalues("greater", iv)
+    assert p_yes == pytest.approx(sps.ttest_rel(x, y, alternative="greater").pvalue, rel=1e-10)
+    assert p_no == pytest.approx(sps.ttest_rel(x, y, alternative="less").pvalue, rel=1e-10)
+    p_yes, p_no = claim_pvalues("at_most", iv, m)  # claim: effect ≤ +m
+    assert p_yes == pytest.approx(sps.ttest_1samp(d, m, alternative="less").pvalue, rel=1e-10)
+    assert p_no == pytest.approx(sps.ttest_1samp(d, m, alternative="greater").pvalue, rel=1e-10)
+    p_yes, p_no = claim_pvalues("equal", iv, m)  # TOST, and its counterpart |effect| > m
+    tost = max(sps.ttest_1samp(d, -m, alternative="greater").pvalue,
+               sps.ttest_1samp(d, m, alternative="less").pvalue)
+    outside = 2 * min(sps.ttest_1samp(d, m, alternative="greater").pvalue,
+                      sps.ttest_1samp(d, -m, alternative="less").pvalue)
+    assert p_yes == pytest.approx(tost, rel=1e-10) and p_no == pytest.approx(min(1.0, outside), rel=1e-10)
+    assert set(PVALUE_RULES) == {"equal", "greater", "at_most"}
+
+
+def test_claim_pvalues_welch_match_hand_and_scipy():
+    rng = np.random.default_rng(8)
+    x, y, m = rng.normal(0.32, 0.03, 6), rng.normal(0.30, 0.01, 10), 0.02
+    iv = welch_difference(x, y)
+    vx, vy = x.var(ddof=1) / 6, y.var(ddof=1) / 10
+    se, df = math.sqrt(vx + vy), (vx + vy) ** 2 / (vx**2 / 5 + vy**2 / 9)
+    t0 = (x.mean() - y.mean()) / se
+    p_yes, p_no = claim_pvalues("greater", iv)
+    assert (p_yes, p_no) == (pytest.approx(sps.t.sf(t0, df)), pytest.approx(sps.t.cdf(t0, df)))
+    ref = sps.ttest_ind(x, y, equal_var=False, alternative="greater").pvalue
+    assert p_yes == pytest.approx(ref, rel=1e-10)
+    p_yes, p_no = claim_pvalues("at_most", iv, m)  # shifting x by m shifts the effect, not the se
+    assert p_yes == pytest.approx(sps.ttest_ind(x - m, y, equal_var=False, alternative="less").pvalue)
+    assert p_no == pytest.approx(sps.t.sf(t0 - m / se, df))
+
+
+def test_claim_pvalues_edge_cases():
+    nan_yes, nan_no = claim_pvalues("greater", mean_ci([0.3]))  # one seed: no interval
+    assert math.isnan(nan_yes) and math.isnan(nan_no)
+    hand = Interval(0.1, 0.0, 0.2, 5, 0.1, 0.95, "t")  # no se recorded: no p-values
+    assert all(math.isnan(p) for p in claim_pvalues("equal", hand, 0.02))
+    flat = paired_difference([0.3, 0.3, 0.3], [0.2, 0.2, 0.2])  # se = 0: a sure difference
+    assert claim_pvalues("greater", flat) == (0.0, 1.0)
+    assert claim_pvalues("equal", paired_difference([0.2] * 3, [0.2] * 3), 0.02) == (0.0, 1.0)
+    assert claim_pvalues("at_most", paired_difference([0.2] * 3, [0.2] * 3), 0.0) == (0.5, 0.5)
+    with pytest.raises(InputError, match="test"):
+        claim_pvalues("less", flat)
+    with pytest.raises(InputError, match="margin"):
+        claim_pvalues("equal", flat, -0.1)
+    with pytest.raises(InputError, match="alpha"):
+        claim_decisions([0.1], [0.9], alpha=0.0)
+    assert binomial_se(0.2, 400) == pytest.approx(0.02)
+    with pytest.raises(InputError, match="binomial_se"):
+        binomial_se(0.2, 0)
+
+
+def test_one_claim_alone_is_decided_by_its_interval():
+    """A family of one: yes and no of '>' and '≤', and yes of '≈', are the (1 − α) CI's rule; the
+    '≈' no (|effect| > m on either side) is stricter by the factor 2 of its two sides."""
+    rng = np.random.default_rng(4)
+    for i in range(120):
+        x, y = _paired(seed=i, n=int(rng.integers(3, 12)), shift=float(rng.normal(0, 0.03)))
+        iv = paired_difference(x, y)
+        for test in ("greater", "at_most", "equal"):
+            p_yes, p_no = claim_pvalues(test, iv, 0.02)
+            decision = str(claim_decisions([p_yes], [p_no], 0.05)[2][0])
+            by_ci = claim_support(test, iv, 0.02)
+            if test == "equal" and by_ci == "no":
+                assert decision in ("no", "unclear") and (decision == "no") == (p_no < 0.025)
+            else:
+                assert decision == by_ci, (i, test, iv)
+
+
+def test_decisions_on_known_truths():
+    rng = np.random.default_rng(12)
+    big = rng.normal(0.1, 0.01, (6, 10))  # six large clear effects, 10 seeds each
+    mean, se = big.mean(axis=1), big.std(axis=1, ddof=1) / math.sqrt(10)
+    _, _, dec = claim_decisions(*t_claim_pvalues("greater", mean, se, 9))
+    assert list(dec) == ["yes"] * 6
+    _, _, dec = claim_decisions(*t_claim_pvalues("greater", -mean, se, 9))
+    assert list(dec) == ["no"] * 6
+    _, _, dec = claim_decisions(*t_claim_pvalues("equal", mean - 0.1, se, 9, 0.02))
+    assert list(dec) == ["yes"] * 6
+    # no effect with many seeds: neither the claim "> 0" nor its negation is shown
+    null = rng.normal(0.0, 0.01, 200)
+    p = claim_pvalues("greater", mean_ci(null))
+    assert str(claim_decisions([p[0]], [p[1]])[2][0]) == "unclear"
+    # a NaN row (no interval) is unclear and does not enter the family
+    hy, hn, dec = claim_decisions([0.01, math.nan], [0.99, math.nan], 0.05)
+    assert list(dec) == ["yes", "unclear"] and hy[0] == pytest.approx(0.01) and math.isnan(hn[1])
+
+
+ALPHA, DRAWS = 0.05, 1000
+BAND = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / DRAWS)  # α + 3 Monte Carlo SE
+
+
+def _noise_rows(rng, rows, seeds, effect=0.0):
+    """(draws, rows) means and standard errors of paired differences of N(effect, 1)."""
+    d = rng.normal(effect, 1.0, (DRAWS, rows, seeds))
+    return d.mean(axis=-1), d.std(axis=-1, ddof=1) / math.sqrt(seeds)
+
+
+def test_holm_controls_false_yes_over_many_noise_rows_simulation():
+    rng = np.random.default_rng(2024)
+    rows, seeds = 40, 8
+    mean, se = _noise_rows(rng, rows, seeds)  # every claim '> 0' is false (effect exactly 0)
+    p_yes, p_no = t_claim_pvalues("greater", mean, se, seeds - 1)
+    _, _, dec = claim_decisions(p_yes, p_no, ALPHA)
+    false_yes = np.mean(np.any(dec == "yes", axis=-1))
+    assert false_yes <= BAND
+    # the per-row interval rule (CI lower end > 0) says some yes in most tables
+    low = mean - sps.t.ppf(1 - ALPHA / 2, seeds - 1) * se
+    unadjusted = np.mean(np.any(low > 0, axis=-1))
+    assert unadjusted > BAND and unadjusted > 0.5  # ≈ 1 − 0.975^40 = 0.64
+
+
+def test_holm_controls_every_wrong_decision_simulation():
+    """Rows at the edge of their claims both ways: '> 0' at effect 0 (false: a yes is wrong) and
+    '≤ m' and '≈ m' at effect +m (true: a no is wrong). Any wrong yes or no: rate ≤ α."""
+    rng = np.random.default_rng(7)
+    seeds, m = 6, 0.5
+    g_mean, g_se = _noise_rows(rng, 15, seeds, 0.0)
+    a_mean, a_se = _noise_rows(rng, 15, seeds, m)
+    e_mean, e_se = _noise_rows(rng, 15, seeds, m)
+    parts = [t_claim_pvalues("greater", g_mean, g_se, seeds - 1),
+             t_claim_pvalues("at_most", a_mean, a_se, seeds - 1, m),
+             t_claim_pvalues("equal", e_mean, e_se, seeds - 1, m)]
+    p_yes = np.concatenate([p[0] for p in parts], axis=-1)
+    p_no = np.concatenate([p[1] for p in parts], axis=-1)
+    _, _, dec = claim_decisions(p_yes, p_no, ALPHA)
+    false_yes, false_no = np.any(dec[:, :15] == "yes", axis=-1), np.any(dec[:, 15:] == "no", axis=-1)
+    assert np.mean(false_yes | false_no) <= BAND
+    half = ALPHA / 2 + 3 * math.sqrt(ALPHA / 2 * (1 - ALPHA / 2) / DRAWS)  # each family at α/2
+    assert np.mean(false_yes) <= half and np.mean(false_no) <= half
+    assert np.mean(false_yes | false_no) > 0  # the rows are at the edge: errors do happen
 
 
 # ---------------------------------------------------------------- verdict

@@ -19,15 +19,15 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
 from ..errors import InputError
 from ..files import write_file
 from .rows import ConfigRow, alpha_scale, config_rows, normalize_records, series
-from .stats import (SUPPORT_RULES, Slope, Verdict, claim_support, loglog_slope,
-                    seed_matched_difference)
+from .stats import (CONFIG_KEYS, PVALUE_RULES, Slope, Verdict, binomial_se, claim_decisions,
+                    claim_pvalues, claim_support, loglog_slope, seed_matched_difference)
 
 
 RECORD_KEYS: tuple[str, ...] = (
@@ -47,7 +47,8 @@ CLAIMS: dict[str, tuple[str, str, str]] = {  # id: (statement about x − y, met
 
 @dataclass(frozen=True)
 class ClaimRow:
-    """One claim as a difference x − y (first mode named minus second), with its interval."""
+    """One claim as a difference x − y (first mode named minus second), with its interval, its two
+    p-values, their Holm adjustment across all claim rows of the summary, and the decision."""
 
     claim: str
     statement: str
@@ -58,13 +59,42 @@ class ClaimRow:
     effect: float
     low: float
     high: float
+    """``low``/``high``: the per-row (1 − α) t-interval over seeds, not adjusted for multiplicity."""
     seeds: int
     """Seed-matched pairs (paired t) or runs of both configurations (Welch t)."""
     supported: str
+    """The decision: "yes" when Holm p_yes < α/2, "no" when Holm p_no < α/2, else "unclear"
+    (``stats.claim_decisions``; α = 1 − confidence, family: every claim row of the summary)."""
     method: str
     bound_x: float | None
     bound_y: float | None
     metric: str
+    test: str = ""
+    """"equal", "greater" or "at_most" (``stats.PVALUE_RULES``)."""
+    p_yes: float = math.nan
+    """One-sided p-value of the evidence for the claim (TOST for "equal"), unadjusted."""
+    p_no: float = math.nan
+    """One-sided p-value of the evidence against the claim (|effect| > m for "equal"), unadjusted."""
+    p_yes_holm: float = math.nan
+    p_no_holm: float = math.nan
+    supported_unadjusted: str = ""
+    """What the row's interval alone says (``stats.claim_support``), before multiplicity control."""
+    train_x: float = math.nan
+    """Mean train error (0-1) or train loss (mse) of x over its seeds; shown for the gap claims."""
+    train_y: float = math.nan
+    test_n: int | None = None
+    """Smallest ``test_n`` in the records of x and y (None when the records carry none)."""
+    test_se_x: float = math.nan
+    """Binomial standard error √(p(1 − p)/test_n) of x's mean test error (0-1 loss only)."""
+    test_se_y: float = math.nan
+    note: str = ""
+    """Set for a gap claim when the configuration with the smaller gap has a train error more than
+    the margin above the other's (an underfitting adapter has a small gap for the wrong reason)."""
+
+    @property
+    def half_width(self) -> float:
+        """Half the width of the (unadjusted) seed interval; NaN without one."""
+        return (self.high - self.low) / 2.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +148,40 @@ def _pairs(xs: list[ConfigRow], ys: list[ConfigRow]) -> list[tuple[ConfigRow, Co
     return [(xs[0], ys[0])] if len(xs) == len(ys) == 1 else []
 
 
-def _claims(configs: list[ConfigRow], margin: float, confidence: float) -> list[ClaimRow]:
+def _test_ns(records) -> dict[tuple, int]:
+    """Configuration key -> the smallest ``test_n`` among its records (configurations without one
+    are left out)."""
+    out: dict[tuple, int] = {}
+    for r in records or ():
+        t = r.get("test_n")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 1:
+            key = tuple(r.get(k) for k in CONFIG_KEYS)
+            out[key] = min(int(t), out.get(key, int(t)))
+    return out
+
+
+def _config_key(c: ConfigRow) -> tuple:
+    return tuple(getattr(c, k) for k in CONFIG_KEYS)
+
+
+def _underfit_note(effect: float, x: ConfigRow, y: ConfigRow, margin: float) -> str:
+    """The gap claims' flag: the configuration with the smaller gap trains worse by more than m."""
+    if not (math.isfinite(x.train_mean) and math.isfinite(y.train_mean)) or effect == 0:
+        return ""
+    small, other = (x, y) if effect < 0 else (y, x)
+    if small.train_mean - other.train_mean > margin:
+        part = "train loss" if small.loss_kind == "mse" else "train error"
+        return f"smaller gap with higher {part}: underfitting ({small.mode} at rank {small.rank})"
+    return ""
+
+
+def _claims(configs: list[ConfigRow], margin: float, confidence: float,
+            records=None) -> list[ClaimRow]:
+    """Every claim row (see ``CLAIMS``), decided with Holm across all rows (``claim_decisions``).
+
+    ``records`` (the normalised records) supply ``test_n`` for the test-set standard errors.
+    """
+    test_ns = _test_ns(records)
     by: dict[tuple, dict] = {}  # (task, n, bits) -> (mode, rank) -> configurations
     for c in configs:
         by.setdefault((c.task, c.n, c.bits), {}).setdefault((c.mode, c.rank), []).append(c)
@@ -139,10 +202,27 @@ def _claims(configs: list[ConfigRow], margin: float, confidence: float) -> list[
             if not (values[0] and values[1]):
                 continue
             d = seed_matched_difference(*values, confidence)
+            p_yes, p_no = claim_pvalues(test, d, margin)
             ranks = str(x.rank) if x.rank == y.rank else f"{x.rank} vs {y.rank}"
-            rows.append(ClaimRow(cid, statement, x.task, x.n, ranks, x.bits, d.mean, d.low, d.high,
-                                 d.n, claim_support(test, d, margin), d.method, x.bound, y.bound,
-                                 "gap" if metric == "gap" else x.metric))
+            tn_x, tn_y = test_ns.get(_config_key(x)), test_ns.get(_config_key(y))
+            known = [t for t in (tn_x, tn_y) if t is not None]
+            se_x = se_y = math.nan
+            if metric == "test" and x.loss_kind == "zero_one":
+                if tn_x is not None and 0 <= x.test.mean <= 1:
+                    se_x = binomial_se(x.test.mean, tn_x)
+                if tn_y is not None and 0 <= y.test.mean <= 1:
+                    se_y = binomial_se(y.test.mean, tn_y)
+            rows.append(ClaimRow(
+                cid, statement, x.task, x.n, ranks, x.bits, d.mean, d.low, d.high, d.n, "unclear",
+                d.method, x.bound, y.bound, "gap" if metric == "gap" else x.metric, test, p_yes, p_no,
+                supported_unadjusted=claim_support(test, d, margin), train_x=x.train_mean,
+                train_y=y.train_mean, test_n=min(known) if known else None, test_se_x=se_x,
+                test_se_y=se_y, note=_underfit_note(d.mean, x, y, margin) if metric == "gap" else ""))
+    if rows:  # the family: every claim row of this summary
+        holm_yes, holm_no, decisions = claim_decisions([c.p_yes for c in rows], [c.p_no for c in rows],
+                                                       1.0 - confidence)
+        rows = [replace(c, p_yes_holm=float(hy), p_no_holm=float(hn), supported=str(dec))
+                for c, hy, hn, dec in zip(rows, holm_yes, holm_no, decisions)]
     order = list(CLAIMS)
     rows.sort(key=lambda c: (order.index(c.claim), c.task, c.n, -1 if c.bits is None else c.bits,
                              int(c.rank.split()[0])))
@@ -199,8 +279,9 @@ def summarize(records, *, margin: float = DEFAULT_MARGIN, confidence: float = 0.
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
         raise InputError(f"margin must be a number >= 0 (absolute, loss units), got {margin!r}")
     notes: list[str] = []
-    configs = config_rows(normalize_records(records), confidence, notes)
-    return Summary(configs, _claims(configs, float(margin), confidence),
+    recs = normalize_records(records)
+    configs = config_rows(recs, confidence, notes)
+    return Summary(configs, _claims(configs, float(margin), confidence, recs),
                    _rates(configs, confidence, n_boot, seed), float(margin), confidence, notes)
 
 
@@ -238,6 +319,65 @@ def _distinct(values) -> str:
     return ", ".join(map(str, vals)) or "—"
 
 
+def _p(value: float) -> str:
+    return "—" if not math.isfinite(value) else f"{value:.2g}"
+
+
+def _claims_section(summary: Summary) -> list[str]:
+    """The "Claims" section: how the rows are decided, then the table."""
+    pct, m, claims = f"{100 * summary.confidence:g}%", summary.margin, summary.claims
+    alpha = 1.0 - summary.confidence
+    family = sum(math.isfinite(c.p_yes) for c in claims)
+    untested = len(claims) - family
+    test_ns = sorted({c.test_n for c in claims if c.test_n is not None})
+    if test_ns:
+        size = (f"the test set is fixed (test_n = {', '.join(map(str, test_ns))} examples, from the "
+                "records)")
+    else:
+        size = "the test set is fixed (its size is unknown: the records carry no test_n)"
+    lines = ["", "## Claims", "",
+             f"Effect = x − y (first mode named minus second) with its {pct} CI: paired t over "
+             "seed-matched runs (same seed = same training subset) where both configurations share "
+             f"2 or more seeds, otherwise Welch t. The CI is per row and not adjusted for multiplicity. "
+             f"Margin m = {m:g} (absolute, a parameter): '≈' means within ±{m:g}, '≤' means at most "
+             f"{m:g} above.", "",
+             f"What the intervals cover: they are over seeds (each seed redraws the training subset "
+             f"and the frozen factor) while {size}; they do not include the test set's own sampling "
+             "error. Beside the CI half-width of each test-error claim stands the binomial standard "
+             "error √(p(1 − p)/test_n) of each configuration's mean test error p (the test-set error "
+             "of a difference on the same test set is at most the sum of the two).", "",
+             "Decisions, with multiplicity control: each row has two one-sided p-values from the t "
+             "statistic of its CI (same standard error and degrees of freedom): p (yes), the evidence "
+             "for the claim, and p (no), the evidence against it. "
+             + (f"The family is all {family} claim row(s) of this report" if family else
+                "The family is empty: no claim row of this report has an interval")
+             + (f" ({untested} row(s) without an interval are unclear and not counted)" if untested else "")
+             + ". Method: Holm–Bonferroni step-down across the family, applied to the p (yes) values "
+             f"and, separately, to the p (no) values, each at α/2 = {alpha / 2:g}, so that the "
+             f"probability that any yes or any no in this table is wrong is at most α = {alpha:g} "
+             f"(1 − confidence), whatever the dependence between rows. Decision: yes when Holm p (yes) "
+             f"< {alpha / 2:g}, no when Holm p (no) < {alpha / 2:g}, otherwise unclear (for a single "
+             f"row this is the {pct} CI's rule).", ""]
+    lines += [f"- {rule}" for rule in PVALUE_RULES.values()]
+    lines += ["- gap claims: mean train error (or loss) of x and y beside the gap; the note flags a "
+              f"smaller gap whose configuration trains more than m = {m:g} worse (underfitting).", ""]
+    header = ["claim", "statement", "task", "n", "rank(s)", "bits", "metric", "effect x − y",
+              f"{pct} CI (unadjusted)", "CI half-width; test-set SE x, y", "seeds", "method",
+              "seed bounds x, y", "mean train x, y", "p (yes)", "p (no)", "Holm p (yes)",
+              "Holm p (no)", "decision", "note"]
+    rows = []
+    for c in claims:
+        width = f"±{c.half_width:.4f}" if math.isfinite(c.half_width) else "no CI"
+        if math.isfinite(c.test_se_x) or math.isfinite(c.test_se_y):
+            width += f"; {_f(c.test_se_x, 2)}, {_f(c.test_se_y, 2)} (test_n={c.test_n})"
+        train = f"{_f(c.train_x)}, {_f(c.train_y)}" if c.metric == "gap" else "—"
+        rows.append([c.claim, c.statement, c.task, c.n, c.rank, _f(c.bits), c.metric,
+                     f"{c.effect:+.4f}", _ci(c.low, c.high), width, c.seeds, c.method,
+                     f"{_f(c.bound_x)}, {_f(c.bound_y)}", train, _p(c.p_yes), _p(c.p_no),
+                     _p(c.p_yes_holm), _p(c.p_no_holm), c.supported, c.note])
+    return lines + (_table(header, rows) if rows else ["No pair of modes to compare in these records."])
+
+
 def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
     """A Markdown report: what was run, verdicts, claims, rates, legend. ``meta`` adds lines (δ,
     versions, ...); ``meta["title"]`` sets the title, ``meta["plots"]`` lists images to show and
@@ -269,19 +409,7 @@ def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
          f"{_f(c.test.mean)} {_ci(c.test.low, c.test.high, False)}",
          f"{c.gap.mean:+.4f} {_ci(c.gap.low, c.gap.high)}, K={c.seeds}", _bound_cell(c),
          c.verdict.value] for c in cs])
-    m = summary.margin
-    lines += ["", "## Claims", "",
-              f"Effect = x − y (first mode named minus second) with its {pct} CI: paired t over "
-              "seed-matched runs (same seed = same training subset) where both configurations share "
-              f"2 or more seeds, otherwise Welch t. Margin m = {m:g} (absolute, a parameter): '≈' "
-              f"reads 'consistent with ≈' when the CI lies within ±{m:g}.", ""]
-    lines += [f"- {rule}" for rule in SUPPORT_RULES.values()] + [""]
-    header = ["claim", "statement", "task", "n", "rank(s)", "bits", "metric", "effect x − y",
-              f"{pct} CI", "seeds", "method", "seed bounds x, y", "supported"]
-    rows = [[c.claim, c.statement, c.task, c.n, c.rank, _f(c.bits), c.metric, f"{c.effect:+.4f}",
-             _ci(c.low, c.high), c.seeds, c.method, f"{_f(c.bound_x)}, {_f(c.bound_y)}", c.supported]
-            for c in summary.claims]
-    lines += _table(header, rows) if rows else ["No pair of modes to compare in these records."]
+    lines += _claims_section(summary)
     lines += ["", "## Rates", "",
               "Slope of log(mean gap) against log n (rank fixed; theory −1/2) and against log rank "
               "(n fixed; theory ≤ +1/2), THEORY §6. Interval: seeded percentile bootstrap over the "
@@ -300,8 +428,11 @@ def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
     lines += _table(header, rows) if rows else ["No rate: no mode has 2 or more n (or ranks)."]
     lines += [part for section in sections for part in ("", section.rstrip("\n"))]
     lines += ["", "## Legend", ""] + [f"- **{v.value}**: {v.__doc__}" for v in Verdict]
-    lines += ["- supported **yes / no / unclear**: the CI decides the claim one way, the other, or "
-              "not at all (including too few seeds for a CI)."]
+    lines += [f"- decision **yes / no / unclear** (claims): yes when the Holm-adjusted p (yes) is "
+              f"below α/2 = {(1 - summary.confidence) / 2:g}, no when the Holm-adjusted p (no) is, "
+              "unclear otherwise (including rows with too few seeds for an interval). The probability "
+              f"that any yes or no of the claims table is wrong is at most α = {1 - summary.confidence:g}. "
+              "The CI column is per row and unadjusted: it is not the decision."]
     if summary.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in summary.notes]
     if plots:

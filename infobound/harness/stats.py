@@ -170,6 +170,125 @@ def claim_support(test: str, interval: Interval, margin: float = 0.0) -> str:
     return "yes" if yes[test] else "no" if no[test] else "unclear"
 
 
+PVALUE_RULES = {
+    "equal": "'≈': p (yes) = TOST, the larger of the one-sided p-values for effect > −m and for "
+             "effect < +m; p (no) = 2 × the smaller of the one-sided p-values for effect > +m and "
+             "for effect < −m (|effect| > m; doubled because either side counts)",
+    "greater": "'>': p (yes) = one-sided p for effect > 0; p (no) = one-sided p for effect < 0",
+    "at_most": "'≤': p (yes) = one-sided p for effect < +m; p (no) = one-sided p for effect > +m",
+}
+"""The two p-values of a claim about a difference with margin m (``claim_pvalues``): p (yes) is the
+evidence for the claim, p (no) the evidence against it. The claim and its negation partition the
+possible effects, so at most one of the two can be small."""
+
+
+def _one_sided(mean, se, df, bound, upper: bool):
+    """P(T_df ≥ (mean − bound)/se) when ``upper`` (evidence that effect > bound), else
+    P(T_df ≤ (mean − bound)/se) (evidence that effect < bound). se = 0: 0 or 1 by the sign of
+    mean − bound, 1/2 when it is 0; NaN where mean, se or df is not usable."""
+    x = mean - bound
+    ok = np.isfinite(mean) & np.isfinite(se) & (se >= 0) & np.isfinite(df) & (df > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, x / np.where(se > 0, se, 1.0), np.sign(x) * np.inf)
+        p = sps.t.sf(t, np.where(ok, df, 1.0)) if upper else sps.t.cdf(t, np.where(ok, df, 1.0))
+    p = np.where((se == 0) & (x == 0), 0.5, p)
+    return np.where(ok, p, np.nan)
+
+
+def t_claim_pvalues(test: str, mean, se, df, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(p_yes, p_no) by ``PVALUE_RULES[test]`` from arrays of means, standard errors and t degrees of
+    freedom (broadcast together): the t statistics of the interval (paired t or Welch), one-sided.
+
+    Vectorised form of ``claim_pvalues``; NaN where mean, se or df is NaN (no interval).
+    """
+    if test not in PVALUE_RULES:
+        raise InputError(f"test must be one of {', '.join(PVALUE_RULES)}, got {test!r}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+        raise InputError(f"margin must be a number >= 0, got {margin!r}")
+    m = float(margin)
+    mean, se, df = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (mean, se, df)))
+    if test == "greater":
+        return _one_sided(mean, se, df, 0.0, True), _one_sided(mean, se, df, 0.0, False)
+    if test == "at_most":
+        return _one_sided(mean, se, df, m, False), _one_sided(mean, se, df, m, True)
+    p_yes = np.maximum(_one_sided(mean, se, df, -m, True), _one_sided(mean, se, df, m, False))
+    p_no = np.minimum(1.0, 2.0 * np.minimum(_one_sided(mean, se, df, m, True),
+                                            _one_sided(mean, se, df, -m, False)))
+    return p_yes, p_no
+
+
+def claim_pvalues(test: str, interval: Interval, margin: float = 0.0) -> tuple[float, float]:
+    """(p_yes, p_no) for a claim about the difference in ``interval``, by ``PVALUE_RULES[test]``.
+
+    One-sided Student-t p-values with the interval's own standard error and degrees of freedom
+    (paired t, or Welch–Satterthwaite), so they agree with ``scipy.stats.ttest_rel`` /
+    ``ttest_ind(equal_var=False)`` with ``alternative`` set. (NaN, NaN) without an interval or
+    without a standard error.
+    """
+    if not isinstance(interval, Interval):
+        raise InputError(f"interval must be an Interval, got {type(interval).__name__}")
+    if not interval.has_interval:
+        mean = se = df = math.nan
+    else:
+        mean, se, df = interval.mean, interval.se, interval.df
+    p_yes, p_no = t_claim_pvalues(test, mean, se, df, margin)
+    return float(p_yes), float(p_no)
+
+
+def holm_adjust(pvalues) -> np.ndarray:
+    """Holm–Bonferroni step-down adjusted p-values along the last axis (one family per row of a
+    2-d array). With the k finite p-values of a family sorted, p_(1) ≤ … ≤ p_(k), the adjusted
+    value of p_(i) is min(1, max_{j ≤ i} (k − j + 1) · p_(j)); rejecting where it is < α controls
+    the family-wise error rate at α under any dependence. NaN p-values (no test) stay NaN and are
+    not counted in k."""
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim == 0 or p.size == 0:
+        raise InputError(f"pvalues must be a non-empty sequence of p-values, got {pvalues!r}")
+    finite = ~np.isnan(p)
+    if np.any((p[finite] < 0) | (p[finite] > 1)):
+        raise InputError(f"pvalues must lie in [0, 1] (or be NaN), got {p[finite & ((p < 0) | (p > 1))]}")
+    k = finite.sum(axis=-1, keepdims=True)
+    order = np.argsort(np.where(finite, p, np.inf), axis=-1, kind="stable")  # NaN last
+    ranked = np.take_along_axis(p, order, axis=-1)
+    step = np.arange(p.shape[-1])
+    used = step < k
+    scaled = np.where(used, (k - step) * np.where(used, ranked, 0.0), 0.0)
+    adjusted = np.where(used, np.minimum(1.0, np.maximum.accumulate(scaled, axis=-1)), np.nan)
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, adjusted, axis=-1)
+    return out
+
+
+def claim_decisions(p_yes, p_no, alpha: float = 0.05):
+    """Decisions for a family of claims: (Holm p_yes, Holm p_no, decisions), along the last axis.
+
+    p_yes and p_no are Holm-adjusted separately across the family, and each family is tested at
+    α/2: "yes" where Holm p_yes < α/2, "no" where Holm p_no < α/2, "unclear" otherwise (and where
+    a p-value is NaN). The two halves add up: the probability that any "yes" or any "no" of the
+    family is wrong is at most α, under any dependence between the claims. (Each claim and its
+    negation partition the effects, so a wrong decision is a true null rejected in one of the two
+    families.) For a single claim this is the rule of a two-sided (1 − α) interval.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
+        raise InputError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    p_yes, p_no = np.asarray(p_yes, dtype=float), np.asarray(p_no, dtype=float)
+    if p_yes.shape != p_no.shape:
+        raise InputError(f"p_yes and p_no must have the same shape, got {p_yes.shape} and {p_no.shape}")
+    holm_yes, holm_no = holm_adjust(p_yes), holm_adjust(p_no)
+    yes, no = holm_yes < alpha / 2.0, holm_no < alpha / 2.0  # NaN compares False
+    decisions = np.where(yes & ~no, "yes", np.where(no & ~yes, "no", "unclear"))
+    return holm_yes, holm_no, decisions
+
+
+def binomial_se(p, n):
+    """Binomial standard error √(p(1 − p)/n) of an error rate p measured on n test examples."""
+    p, n = np.asarray(p, dtype=float), np.asarray(n, dtype=float)
+    if np.any(~np.isnan(p) & ((p < 0) | (p > 1))) or np.any(~(n >= 1)):
+        raise InputError(f"binomial_se needs p in [0, 1] and n >= 1, got p={p!r}, n={n!r}")
+    se = np.sqrt(p * (1.0 - p) / n)
+    return float(se) if se.ndim == 0 else se
+
+
 class Verdict(str, Enum):
     """What the measured gaps say about a bound on |E gen|."""
 
