@@ -33,6 +33,17 @@ def bound_kinds(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def clip_value(text: str) -> float | str:
+    """``--clip``: a finite number > 0, or ``auto`` (derived before training: ``sweep.auto_clip``)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return number_type(0.0, open_low=True)(text)
+    except argparse.ArgumentTypeError:
+        shown = text if len(text) <= 40 else text[:20] + "..." + text[-8:]
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 or auto, got {shown!r}") from None
+
+
 def _csv(values) -> str:
     return ",".join("none" if v is None else str(getattr(v, "value", v)) for v in values)
 
@@ -56,8 +67,10 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bits", type=bits_list, default=DEFAULTS.bits,
                         help="comma list of bit widths for the trained parameters; 'none' also "
                              f"evaluates unquantised (default {_csv(DEFAULTS.bits)})")
-    parser.add_argument("--clip", type=number_type(0.0, open_low=True), default=None,
-                        help=f"quantisation grid is uniform on [-clip, clip] (default {DEFAULTS.clip})")
+    parser.add_argument("--clip", type=clip_value, default=None,
+                        help=f"quantisation grid is uniform on [-clip, clip]: a number > 0, or auto for "
+                             f"the most Adam can move an entry in --steps steps of --lr, so that no "
+                             f"trained entry is clipped (default {DEFAULTS.clip})")
     parser.add_argument("--steps", type=integer_type(1, MAX_STEPS), default=DEFAULTS.steps,
                         help=f"full-batch Adam steps (default {DEFAULTS.steps})")
     parser.add_argument("--lr", type=number_type(0.0, open_low=True), default=DEFAULTS.lr,
@@ -110,7 +123,7 @@ def _run_validate(args) -> int:
     from ..extras import require
 
     require("infobound validate")  # before anything is read or written
-    from .validate import validate
+    from .validate import clipping_warning, validate
 
     _inert_warnings(args)
     ns = args.ns or (CMI_NS if args.kind == "cmi" else DEFAULTS.ns)
@@ -121,7 +134,7 @@ def _run_validate(args) -> int:
                          supersamples=args.supersamples or DEFAULTS.supersamples, masks=args.masks or DEFAULTS.masks)
     workers = default_workers() if args.workers is None else args.workers
     result = validate(config, args.out, progress=not args.no_progress, workers=workers,
-                      on_plan=lambda plan: print(plan.describe(), flush=True), bounds=args.bounds)
+                      on_plan=lambda plan: _print_plan(plan, config), bounds=args.bounds)
     counts = result["counts"]
     print(result["table"])
     print("\n" + result["tightness_table"])
@@ -130,7 +143,17 @@ def _run_validate(args) -> int:
     print(f"\n{counts['groups']} {runs}: {counts['skipped']} already stored, "
           f"{counts['written']} records written; {result['records']} records in the report")
     _print_outputs(result)
+    line = clipping_warning(result)
+    if line:
+        warn(line)
     return 0
+
+
+def _print_plan(plan, config: SweepConfig) -> None:
+    print(plan.describe(), flush=True)
+    if config.clip_rule == "auto" and any(b is not None for b in config.bits):
+        print(f"quantisation grid: [-{config.clip:g}, {config.clip:g}] (--clip auto: the most {config.steps} "
+              f"Adam steps of {config.lr:g} can move an entry from its init)", flush=True)
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,8 @@ reproduces the stored records exactly (only missing keys are written).
 
 from __future__ import annotations
 
+import functools
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -34,6 +36,8 @@ KINDS = ("seeds", "cmi")
 task's test set. ``cmi``: the supersample suite of THEORY §5, k1 supersamples of n pairs × k2 masks."""
 
 RANKLESS = 0  # the rank recorded for full fine-tuning, where no rank applies
+CLIP_RULES = ("fixed", "auto")
+"""``fixed``: the clip given; ``auto``: ``auto_clip``, derived from the settings before training."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +54,18 @@ class SweepConfig:
     init: str = "orthonormal"
     steps: int = 300
     lr: float = 1e-2
-    clip: float = 4.0
+    clip: float | str = 4.0
+    """Half-width of the quantisation grid [-clip, clip]; ``"auto"`` derives it before training from
+    the optimiser's worst case (``auto_clip``), resolved here to that number (``clip_rule="auto"``)."""
     targets: tuple[str, ...] | None = None
     kind: str = "seeds"
     supersamples: int = 2
     """k1, supersamples per configuration (``kind="cmi"`` only)."""
     masks: int = 20
     """k2, masks per supersample, trained as one stack (``kind="cmi"`` only)."""
+    clip_rule: str = "fixed"
+    """How ``clip`` was chosen: ``fixed`` (given as a number) or ``auto`` (``auto_clip``). Set by
+    ``clip="auto"``; a number given with ``clip_rule="auto"`` must be the derived one."""
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -70,7 +79,6 @@ class SweepConfig:
         set_("bits", check_list("bits", self.bits, _bits))
         set_("steps", check_int("steps", self.steps, 1, MAX_STEPS))
         set_("lr", check_real("lr", self.lr, 0.0, open_low=True))
-        set_("clip", check_real("clip", self.clip, 0.0, open_low=True))
         if self.alpha is not None:
             set_("alpha", check_real("alpha", self.alpha, 0.0, open_low=True))
         set_("init", FrozenInit.parse(self.init).value)
@@ -81,6 +89,22 @@ class SweepConfig:
         set_("kind", self.kind.strip().lower())
         set_("supersamples", check_int("supersamples (k1)", self.supersamples, 1, MAX_SUPERSAMPLES))
         set_("masks", check_int("masks (k2)", self.masks, 2, MAX_MASKS))
+        self._resolve_clip()  # last: the automatic clip depends on the settings above
+
+    def _resolve_clip(self) -> None:
+        rule = self.clip_rule
+        if not isinstance(rule, str) or rule.strip().lower() not in CLIP_RULES:
+            raise InputError(f"clip_rule must be one of {', '.join(CLIP_RULES)}, got {describe(rule)}")
+        rule = rule.strip().lower()
+        if isinstance(self.clip, str) and self.clip.strip().lower() == "auto":
+            clip, rule = auto_clip(self), "auto"
+        else:
+            clip = check_clip("clip", self.clip)
+            if rule == "auto" and clip != auto_clip(self):
+                raise InputError(f"clip_rule 'auto' needs clip = {auto_clip(self)!r}, the value derived "
+                                 f"for this sweep (auto_clip), got {clip!r}; pass clip='auto'")
+        object.__setattr__(self, "clip", clip)
+        object.__setattr__(self, "clip_rule", rule)
 
     @property
     def runs_per_group(self) -> int:
@@ -99,6 +123,7 @@ class SweepConfig:
                             task=self.task, mode=mode, rank=rank, n=n, seeds=tuple(range(self.runs_per_group)),
                             bits=self.bits, alpha=self.alpha, init=self.init, steps=self.steps, lr=self.lr,
                             clip=self.clip, targets=self.targets, kind=self.kind, supersample=supersample,
+                            clip_rule=self.clip_rule,
                         ))
         return out
 
@@ -122,11 +147,15 @@ class GroupConfig:
     kind: str = "seeds"
     supersample: int | None = None
     """Index j of the supersample (``kind="cmi"``); ``seeds`` are then its mask indices."""
+    clip_rule: str = "fixed"
+    """How ``clip`` was chosen (recorded; not part of the key: the number is what the runs used)."""
 
     def run_config(self, seed: int, bits: int | None) -> dict:
         """The config that identifies one record (its store key is a hash of this). A seed sweep's
-        config has no ``kind`` or ``supersample`` entry, so its keys are those of earlier versions."""
-        config = {k: v for k, v in asdict(self).items() if k not in ("seeds", "bits", "kind", "supersample")}
+        config has no ``kind`` or ``supersample`` entry, so its keys are those of earlier versions;
+        ``clip_rule`` is left out, so a clip chosen by ``auto`` keys as the same number given."""
+        config = {k: v for k, v in asdict(self).items()
+                  if k not in ("seeds", "bits", "kind", "supersample", "clip_rule")}
         config.update(mode=self.mode.value, seed=seed, bits=bits,
                       targets=None if self.targets is None else list(self.targets))
         if self.kind != "seeds":
@@ -135,9 +164,7 @@ class GroupConfig:
 
     def frozen_seeds(self) -> list[int]:
         """The frozen factor's seed of every replica, fixed before any data is seen."""
-        if self.kind == "cmi":
-            return [frozen_seed(MAX_SEEDS + MAX_MASKS * self.supersample + m) for m in self.seeds]
-        return [frozen_seed(s) for s in self.seeds]
+        return replica_frozen_seeds(self.kind, self.supersample, self.seeds)
 
     @property
     def seed_count(self) -> int:
@@ -148,6 +175,130 @@ class GroupConfig:
         from .store import config_key
 
         return [config_key(self.run_config(s, b)) for s in self.seeds for b in self.bits]
+
+
+# ------------------------------------------------------------------------------ automatic clip
+ADAM_BETAS = (0.9, 0.999)
+"""(β1, β2) of the optimiser ``train.train_stacked`` builds: ``torch.optim.Adam``'s defaults (eps
+1e-8, no weight decay, no amsgrad, as used there)."""
+ROUNDING_ALLOWANCE = 2.0**-20
+"""Relative allowance per step, ``(1 + 2**-20) ** steps`` in all, for float32 rounding in Adam's
+arithmetic and in the parameter's running sum (the bound below is for exact arithmetic); 1.0003 at
+300 steps."""
+CLIP_DIGITS = 4
+"""The automatic clip is rounded up to this many significant digits (a readable number, still a bound)."""
+_EXACT_STEPS = 100_000  # c_t is summed term by term up to here; beyond, c_t = c_∞ to 1e-40 (and c_t ≤ c_∞)
+
+
+def adam_step_bound(t: int, betas: tuple[float, float] = ADAM_BETAS) -> float:
+    """c_t: the most that step ``t`` (1, 2, ...) of ``torch.optim.Adam`` can move one entry, in units of lr.
+
+    Adam (``m_0 = v_0 = 0``): ``m_t = β1 m_{t−1} + (1−β1) g_t``, ``v_t = β2 v_{t−1} + (1−β2) g_t²``,
+    ``Δx_t = −lr · (m_t / (1−β1^t)) / (sqrt(v_t / (1−β2^t)) + eps)``. With eps > 0 dropped (it only
+    shrinks the step; v_t = 0 forces m_t = 0), ``|Δx_t| ≤ lr · |m_t| / sqrt(v_t) · sqrt(1−β2^t) / (1−β1^t)``.
+    Write ``m_t = (1−β1) Σ_i (β1/√β2)^{t−i} · (√β2^{t−i} g_i)``; Cauchy–Schwarz gives
+    ``|m_t| ≤ (1−β1) · sqrt(Σ_{j<t} γ^j) · sqrt(v_t / (1−β2))`` with ``γ = β1²/β2``, hence
+
+        c_t = (1−β1)/(1−β1^t) · sqrt((1−β2^t)/(1−β2)) · sqrt((1−γ^t)/(1−γ)).
+
+    ``c_1 = 1``; c_t increases to ``c_∞ = (1−β1) / sqrt((1−β2)(1−γ))`` ≈ 7.27 for (0.9, 0.999). That
+    is 2.3 times the often-quoted ``(1−β1)/sqrt(1−β2)`` ≈ 3.16 (Kingma & Ba §2.1), the step after a
+    gradient that was zero at every earlier step: that case is not the worst. Equality holds at every
+    step at once for gradients growing as ``(β2/β1)^t``, so no smaller bound holds for all gradient
+    sequences. Summed, the bias corrections make early steps small: Σ_{t≤T} c_t is below T · 3.16 up
+    to T = 482 and above it from T = 483 on (772.5 against 948.7 at T = 300).
+    """
+    b1, b2 = betas
+    g = b1 * b1 / b2
+    return (1 - b1) / (1 - b1**t) * math.sqrt((1 - b2**t) / (1 - b2)) * math.sqrt((1 - g**t) / (1 - g))
+
+
+def adam_travel_bound(steps: int, betas: tuple[float, float] = ADAM_BETAS) -> float:
+    """``Σ_{t=1}^{steps} c_t``: the most ``steps`` Adam steps can move one entry, in units of lr
+    (attained by gradients growing as ``(β2/β1)^t``). Steps beyond 100,000 count ``c_∞`` each."""
+    b1, b2 = betas
+    exact = min(steps, _EXACT_STEPS)
+    total = math.fsum(adam_step_bound(t, betas) for t in range(1, exact + 1))
+    c_inf = (1 - b1) / math.sqrt((1 - b2) * (1 - b1 * b1 / b2))
+    return total + (steps - exact) * c_inf
+
+
+def init_max_abs(config: SweepConfig) -> float:
+    """A bound on ``|x_0|`` of every trained entry of the sweep, known before training.
+
+    0 for a factor trained from zero (B in lora and b_only, A in a_only, full's delta). For lora's A,
+    by init: orthonormal ≤ 1 (an entry of a unit vector); kaiming ≤ 1/√d_in (Uniform(−1/√d_in,
+    1/√d_in)), the largest over the adapted layers; gaussian is unbounded, so the largest |entry| of
+    the sweep's actual draws (fixed by the frozen seeds, which no data decides; more seeds or ranks can
+    raise it).
+    """
+    if Mode.LORA not in config.modes:
+        return 0.0
+    init = FrozenInit.parse(config.init)
+    if init is FrozenInit.ORTHONORMAL:
+        return 1.0
+    return _drawn_max_abs(config.task, config.targets, init.value, config.ranks, _sweep_frozen_seeds(config))
+
+
+def auto_clip(config: SweepConfig) -> float:
+    """The clip of ``clip="auto"``: no trained entry can leave [−clip, clip], whatever the data.
+
+    ``clip = ⌈(max|x_0| + lr · Σ_{t=1}^{steps} c_t) · (1 + 2**-20)^steps⌉`` to 4 significant digits:
+    ``init_max_abs`` plus Adam's worst-case travel (``adam_step_bound``: c_t ≤ 7.27, but ≈ 2.58 per
+    step on average over the first 300 because of the bias corrections), with an allowance for float32
+    rounding. It depends only on the settings (not on alpha, the loss or the data: Adam's step does not
+    scale with the gradient), so it is fixed before training and the grid costs no bits. It is a
+    worst case, attained only by gradients that grow exponentially; trained entries usually stay far
+    inside it, so the grid is coarser than one fitted to them (the report shows the rounding cost).
+    The default sweep (300 steps, lr 0.01, lora with orthonormal A) gives 8.728 (b_only alone: 7.728).
+    """
+    travel = config.lr * adam_travel_bound(config.steps)
+    return _round_up((init_max_abs(config) + travel) * (1.0 + ROUNDING_ALLOWANCE) ** config.steps)
+
+
+def _round_up(value: float, digits: int = CLIP_DIGITS) -> float:
+    """The smallest number of ``digits`` significant digits that is ≥ ``value`` (> 0)."""
+    quantum = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    out = float(f"{math.ceil(value / quantum) * quantum:.{digits}g}")
+    while out < value:  # decimal rounding of the product: step up to the next representable number
+        out = math.nextafter(out, math.inf)
+    return out
+
+
+def _sweep_frozen_seeds(config: SweepConfig) -> tuple[int, ...]:
+    if config.kind == "cmi":
+        return tuple(s for j in range(config.supersamples)
+                     for s in replica_frozen_seeds("cmi", j, range(config.masks)))
+    return tuple(replica_frozen_seeds("seeds", None, range(config.seeds)))
+
+
+@functools.lru_cache(maxsize=16)
+def _drawn_max_abs(task_name: str, targets, init: str, ranks: tuple[int, ...], seeds: tuple[int, ...]) -> float:
+    """max |A_0| of lora's A over every rank and frozen seed of a sweep (kaiming: its bound 1/√d_in)."""
+    from ..lora import inject_lora, lora_layers
+    from .tasks import get_task
+
+    task = get_task(task_name)
+    targets = targets or task.default_targets
+    # only the architecture matters (shapes, layer order): an untrained copy spares the pretraining
+    architecture = getattr(task, "_factory", None) or task.base_model
+    if init == FrozenInit.KAIMING.value:
+        layers = select_layers(linear_layers(architecture()), targets, model=task_name)
+        return max(1.0 / math.sqrt(layer.d_in) for layer in layers)
+    out = 0.0
+    for rank in ranks:
+        model = architecture()
+        inject_lora(model, targets, rank, mode=Mode.LORA, init=init, stack=len(seeds), seeds=list(seeds))
+        out = max(out, max(float(layer.lora_A.detach().abs().max()) for _, layer in lora_layers(model)))
+    return out
+
+
+def check_clip(name: str, value) -> float:
+    """A clip: a finite number > 0 (``"auto"`` is handled by ``SweepConfig``)."""
+    try:
+        return check_real(name, value, 0.0, open_low=True)
+    except InputError:
+        raise InputError(f"{name} must be a finite number > 0 or 'auto', got {describe(value)}") from None
 
 
 def run_group(group: GroupConfig, progress: Callable[[int], None] | None = None) -> list[dict]:
@@ -182,6 +333,7 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
     train_stacked(model, x_train, y_train, steps=group.steps, lr=group.lr, loss=loss,
                   seed=seeds[0], progress=progress)
     trained = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    clipped, largest = _replica_clipping(trained, group.clip)  # each replica's own, before any rounding
     certify = zero_one and any(b is not None for b in group.bits)
     raw = _measure(evaluate_stacked, model, data, loss) if certify else None  # the unquantised errors
     adaptive = _adaptive(model, trained, data, loss, group) if zero_one else None
@@ -191,6 +343,9 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
         quantised = None
         if bits is not None:
             quantised = quantize_trainable_(model, UniformGrid(bits, group.clip))
+            if abs(quantised.fraction_clipped - sum(clipped) / k) > 1e-9:
+                raise RuntimeError(f"clipped fractions per replica {clipped} do not average to the "
+                                   f"stack's {quantised.fraction_clipped}")
         measured = _measure(evaluate_stacked, model, data, loss)
         spec = spec_from_model(model, bits=bits or 64)
         expected = AdapterSpec(layers, rank=rank, mode=group.mode, bits=bits or 64)
@@ -203,8 +358,9 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
         test_n = int(x_test.shape[1])
         certified = _certify(group, indices, bits, measured, test_n) if indices is not None else None
         for i, seed in enumerate(seeds):
-            record = _record(group, task, seed, bits, measured, i, spec.trainable_params, sb, quantised,
-                             test_n=test_n)
+            record = _record(group, task, seed, bits, measured, i, spec.trainable_params, sb,
+                             None if quantised is None else clipped[i], test_n=test_n)
+            record["trained_max_abs"] = largest[i]
             record.update({name: values[i] for name, values in closed.items()})
             arrays = {}
             if raw is not None:
@@ -350,7 +506,19 @@ def _certify(group: GroupConfig, indices: list[dict], bits: int, measured: dict,
                             [float(e) for e in measured["test"]["error"]], test_n)
 
 
-def _record(group, task, seed, bits, measured, i, trainable, sb, quantised, test_n) -> dict:
+def _replica_clipping(trained: dict, clip: float) -> tuple[list[float], list[float]]:
+    """Per replica: the fraction of its trained entries with |x| > clip, and its largest |x|."""
+    import torch
+
+    tensors = [t.detach().to(torch.float64).flatten(1) for t in trained.values()]  # (K, entries) each
+    if not tensors:
+        return [], []
+    values = torch.cat(tensors, dim=1).abs()
+    fractions = (values > clip).sum(dim=1).double() / values.shape[1]
+    return [float(f) for f in fractions], [float(m) for m in values.max(dim=1).values]
+
+
+def _record(group, task, seed, bits, measured, i, trainable, sb, clipped, test_n) -> dict:
     from .store import config_key
 
     train, test = measured["train"], measured["test"]
@@ -379,6 +547,7 @@ def _record(group, task, seed, bits, measured, i, trainable, sb, quantised, test
         "steps": group.steps,
         "lr": group.lr,
         "clip": group.clip,
+        "clip_rule": group.clip_rule,
         "targets": None if group.targets is None else ",".join(group.targets),
         "train_error": float(train["error"][i]) if zero_one else None,
         "test_error": float(test["error"][i]) if zero_one else None,
@@ -390,7 +559,7 @@ def _record(group, task, seed, bits, measured, i, trainable, sb, quantised, test
         "bound": None if sb is None else float(sb.bound),
         "bound_applicable": sb is not None,
         "bound_note": why,
-        "clipped_fraction": None if quantised is None else float(quantised.fraction_clipped),
+        "clipped_fraction": clipped,
         "test_n": test_n,
         "versions": versions(),
     }
@@ -510,6 +679,13 @@ def versions() -> str:
 def frozen_seed(seed: int) -> int:
     """The frozen factor's seed for a run seed: fixed before any data is seen, distinct from the subset's."""
     return 1_000_003 * (seed + 1)
+
+
+def replica_frozen_seeds(kind: str, supersample: int | None, indices) -> list[int]:
+    """The frozen seeds of replicas ``indices`` (seeds, or the masks of ``supersample`` for cmi)."""
+    if kind == "cmi":
+        return [frozen_seed(MAX_SEEDS + MAX_MASKS * supersample + m) for m in indices]
+    return [frozen_seed(s) for s in indices]
 
 
 def _loss(task) -> str:

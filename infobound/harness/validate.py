@@ -178,9 +178,13 @@ def write_report(out, records=None, *, skip_damaged: bool = False, bounds=None, 
         raise InputError(f"DIR holds no finished runs: {str(out)!r}")
     summary = report.summarize(records)
     summary.notes.extend(notes)
+    quantised = quantisation_rows(records)
+    clipping = [q for q in quantised if q["clipped_mean"] is not None and q["clipped_mean"] > CLIP_NOTE_FRACTION]
+    summary.notes.extend(clipping_note(q) for q in clipping)
     tight = tightness_rows(records, pair_losses=pair_losses, bounds=bounds)
     meta = {"title": f"infobound validate: task {records[0]['task']}", **_describe_setting(out, records[0]),
             "sections": [_linreg_table(records), tightness_markdown(tight)]}
+    meta["sections"].append(quantisation_markdown(quantised))
     csv_path = report.write_csv(records, out / "records.csv")
     plots = figures.write_plots(records, out, tightness=tight)
     meta["plots"] = [str(p) for p in plots]
@@ -188,7 +192,102 @@ def write_report(out, records=None, *, skip_damaged: bool = False, bounds=None, 
     return {"summary": summary, "table": report.format_verdict_table(summary), "tightness": tight,
             "tightness_table": format_tightness(tight), "csv": csv_path,
             "markdown": md_path, "plots": list(plots), "skipped_plots": list(plots.skipped),
-            "records": len(records)}
+            "records": len(records), "quantisation": quantised, "clipping": clipping}
+
+
+CLIP_NOTE_FRACTION = 0.01
+"""A configuration whose runs have more than this share of trained entries clipped (on average) is
+named in the notes, and ``infobound validate`` warns."""
+
+
+def quantisation_rows(records) -> list[dict]:
+    """Per quantised configuration (task, mode, rank, n, bits, alpha, init, clip): what rounding did.
+
+    ``runs``; ``clipped_mean`` / ``clipped_max``: the share of a run's trained entries with
+    |x| > clip, mean and max over the runs (None for records that do not hold it);
+    ``trained_max_abs``: the largest |trained entry| of any run (None if not recorded); for a 0-1
+    loss ``test_error_trained`` / ``test_error_quantised``: mean test error of the unquantised and
+    the quantised model over the runs that hold both, and ``cost`` their difference (else None).
+    """
+    from .stats import CONFIG_KEYS, group_records
+
+    quantised = [r for r in records if r.get("bits") is not None]
+    rows = []
+    for key, runs in group_records(quantised, by=CONFIG_KEYS + ("clip",)).items():
+        row = dict(zip(CONFIG_KEYS + ("clip",), key))
+        fractions = [float(r["clipped_fraction"]) for r in runs if r.get("clipped_fraction") is not None]
+        largest = [float(r["trained_max_abs"]) for r in runs if r.get("trained_max_abs") is not None]
+        paired = [(float(r["unquantised_test_error"]), float(r["test_error"])) for r in runs
+                  if r.get("unquantised_test_error") is not None and r.get("test_error") is not None]
+        trained = sum(a for a, _ in paired) / len(paired) if paired else None
+        after = sum(b for _, b in paired) / len(paired) if paired else None
+        row.update(clip_rule=runs[0].get("clip_rule") or "fixed", runs=len(runs),
+                   clipped_mean=sum(fractions) / len(fractions) if fractions else None,
+                   clipped_max=max(fractions) if fractions else None,
+                   trained_max_abs=max(largest) if largest else None,
+                   test_error_trained=trained, test_error_quantised=after,
+                   cost=None if trained is None else after - trained)
+        rows.append(row)
+    return rows
+
+
+def _config_label(row: dict) -> str:
+    rank = "" if row["mode"] == Mode.FULL.value else f" rank {row['rank']}"
+    return f"{row['task']} {row['mode']}{rank}, n={row['n']}, {row['bits']} bits"
+
+
+def clipping_note(row: dict) -> str:
+    """The summary's note for a configuration that clips more than ``CLIP_NOTE_FRACTION``."""
+    return (f"{_config_label(row)}: {row['clipped_mean']:.1%} of trained entries clipped at "
+            f"±{row['clip']:g} (mean over {row['runs']} runs; up to {row['clipped_max']:.1%} in one); "
+            "the quantised model differs from the trained one: raise --clip or use --clip auto")
+
+
+def clipping_warning(result: dict) -> str | None:
+    """One line for ``infobound validate`` when any configuration clips too much (else None)."""
+    clipping = result.get("clipping") or []
+    if not clipping:
+        return None
+    worst = max(clipping, key=lambda q: q["clipped_mean"])
+    return (f"{len(clipping)} of {len(result['quantisation'])} quantised configurations have more than "
+            f"{CLIP_NOTE_FRACTION:.0%} of trained entries clipped at ±{worst['clip']:g} (worst: "
+            f"{_config_label(worst)}, {worst['clipped_mean']:.1%}); their quantised models differ from "
+            f"the trained ones (Quantisation in {result['markdown']}): raise --clip or use --clip auto")
+
+
+def quantisation_markdown(rows: list[dict]) -> str:
+    """The report's "Quantisation" section: clipped entries and the test error rounding costs."""
+    lines = ["## Quantisation", ""]
+    if not rows:
+        return "\n".join(lines + ["No run was quantised (bits none only)."]) + "\n"
+    clips = sorted({(q["clip"], q["clip_rule"]) for q in rows})
+    auto = "--clip auto: the most Adam can move an entry from its init in these steps, so none is clipped"
+    said = "; ".join(f"c = {c:g} ({auto if rule == 'auto' else 'fixed'})" for c, rule in clips)
+    lines += [f"Trained parameters are rounded after training to 2^bits points on [−c, c], {said}. An "
+              "entry with |x| > c is clipped to the nearer end: the evaluated model then differs from the "
+              "trained one by more than rounding. *Clipped*: the share of a run's trained entries with "
+              "|x| > c, mean and max over the runs of a configuration; *largest |x|*: the largest trained "
+              "entry of any run. *Test error*: mean over the runs, of the trained (unquantised) model "
+              "and of the quantised one the bounds are about; *cost* = quantised − trained. "
+              f"Configurations with more than {CLIP_NOTE_FRACTION:.0%} clipped are in bold and in the notes.", ""]
+    extra = [k for k, varies in (("alpha", len({(q["rank"], q["alpha"]) for q in rows}) > len({q["rank"] for q in rows})),
+                                 ("init", len({q["init"] for q in rows}) > 1),
+                                 ("clip", len({q["clip"] for q in rows}) > 1)) if varies]
+    header = ["task", "mode", "rank", "n", "bits", *extra, "runs", "clipped: mean", "clipped: max",
+              "largest \\|x\\|", "test error, trained", "test error, quantised", "cost"]
+    pct = lambda v: "—" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    num = lambda v, f="{:.4f}": "—" if v is None else f.format(v)  # noqa: E731
+    body = []
+    for q in rows:
+        loud = q["clipped_mean"] is not None and q["clipped_mean"] > CLIP_NOTE_FRACTION
+        mean = f"**{pct(q['clipped_mean'])}**" if loud else pct(q["clipped_mean"])
+        body.append([q["task"], q["mode"], "—" if q["mode"] == Mode.FULL.value else q["rank"], q["n"],
+                     q["bits"], *(num(q[k], "{:g}") if k != "init" else q[k] for k in extra), q["runs"],
+                     mean, pct(q["clipped_max"]), num(q["trained_max_abs"], "{:.4g}"),
+                     num(q["test_error_trained"]), num(q["test_error_quantised"]), num(q["cost"], "{:+.4f}")])
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
 
 
 def _linreg_table(records) -> str:
@@ -207,7 +306,9 @@ def _describe_setting(out: Path, record: dict) -> dict:
         "training": f"full-batch Adam, {record['steps']} steps, step size {record['lr']}; adapted layers: "
                     f"{record.get('targets') or 'the task default'}",
         "quantisation": f"trained parameters rounded after training to a uniform grid on "
-                        f"[−{record['clip']}, {record['clip']}] fixed before training (2^bits points)",
+                        f"[−{record['clip']}, {record['clip']}] fixed before training (2^bits points)"
+                        + (" by --clip auto: the most Adam can move an entry from its init in "
+                           f"{record['steps']} steps of {record['lr']}" if record.get("clip_rule") == "auto" else ""),
         "versions": record.get("versions", "unknown"),
     }
 
