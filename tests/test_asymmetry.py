@@ -64,6 +64,7 @@ def test_the_report_carries_the_prediction(tmp_path):
     validate(config, tmp_path / "out", progress=False)
     text = (tmp_path / "out" / "summary.md").read_text()
     section = text[text.index("## Predicting the asymmetry"):]
+    section = section[:section.find("\n## ", 3) if "\n## " in section[3:] else len(section)]
     rows = [line for line in section.splitlines() if line.startswith("| digits |")]
     assert [row.split(" | ")[4] for row in rows] == ["fc1", "fc2"]
     for row in rows:

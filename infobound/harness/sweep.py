@@ -281,7 +281,12 @@ def _drawn_max_abs(task_name: str, targets, init: str, ranks: tuple[int, ...], s
     task = get_task(task_name)
     targets = targets or task.default_targets
     # only the architecture matters (shapes, layer order): an untrained copy spares the pretraining
-    architecture = getattr(task, "_factory", None) or task.base_model
+    def architecture():
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # its random initial weights leave the global RNG alone
+            return task.architecture()
+
     if init == FrozenInit.KAIMING.value:
         layers = select_layers(linear_layers(architecture()), targets, model=task_name)
         return max(1.0 / math.sqrt(layer.d_in) for layer in layers)

@@ -183,7 +183,7 @@ def write_report(out, records=None, *, skip_damaged: bool = False, bounds=None, 
     summary.notes.extend(clipping_note(q) for q in clipping)
     tight = tightness_rows(records, pair_losses=pair_losses, bounds=bounds)
     meta = {"title": f"infobound validate: task {records[0]['task']}", **_describe_setting(out, records[0]),
-            "sections": [_linreg_table(records), tightness_markdown(tight)]}
+            "sections": [_linreg_table(records), tightness_markdown(tight), _asymmetry_section(out, records, summary.notes)]}
     meta["sections"].append(quantisation_markdown(quantised))
     csv_path = report.write_csv(records, out / "records.csv")
     plots = figures.write_plots(records, out, tightness=tight)
@@ -193,6 +193,28 @@ def write_report(out, records=None, *, skip_damaged: bool = False, bounds=None, 
             "tightness_table": format_tightness(tight), "csv": csv_path,
             "markdown": md_path, "plots": list(plots), "skipped_plots": list(plots.skipped),
             "records": len(records), "quantisation": quantised, "clipping": clipping}
+
+
+def _asymmetry_section(out: Path, records: list[dict], notes: list[str]) -> str:
+    """The asymmetry prediction of the stored LoRA runs ("" when there are none to analyse)."""
+    from ..extras import HARNESS, missing
+    from .store import open_for_reading
+
+    lora = [r["key"] for r in records if r.get("mode") == "lora" and r.get("code_length_bits") is not None]
+    if not lora or not (out / "records.sqlite").is_file():
+        return ""
+    if missing(HARNESS):
+        notes.append("the asymmetry prediction needs the harness extra (torch), which is not installed")
+        return ""
+    from .asymmetry import asymmetry_markdown, asymmetry_rows
+    from .tasks import get_task
+
+    with open_for_reading(out) as store:
+        if not store.has_arrays:
+            return ""
+        arrays = store.arrays_many(lora)
+    rows = asymmetry_rows(records, arrays, get_task(records[0]["task"]))
+    return asymmetry_markdown(rows) if rows else ""
 
 
 CLIP_NOTE_FRACTION = 0.01

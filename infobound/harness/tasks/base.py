@@ -220,7 +220,9 @@ class PretrainedMLP(Task):
     def pretrain_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The source examples the network is pretrained on."""
 
-    def _factory(self) -> nn.Module:
+    def architecture(self) -> nn.Module:
+        """The network with fresh, untrained weights (initialised from torch's global RNG: fork it),
+        for its shapes and layer order without pretraining."""
         return mlp(self.d_in, self.config.hidden, self.n_classes)
 
     def pretrain_key(self) -> TaskConfig:
@@ -229,9 +231,9 @@ class PretrainedMLP(Task):
 
     def base_model(self) -> nn.Module:
         cfg = self.config
-        train = lambda: _pretrain(self._factory, *self.pretrain_set(), cfg.seed,  # noqa: E731
+        train = lambda: _pretrain(self.architecture, *self.pretrain_set(), cfg.seed,  # noqa: E731
                                   cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch_size)
-        return build_pretrained(self._factory, _cached_state(self.pretrain_key(), train))
+        return build_pretrained(self.architecture, _cached_state(self.pretrain_key(), train))
 
     def _accuracies(self) -> list[float]:
         """The pretrained network's test accuracy on the source labels and on the target task."""

@@ -92,11 +92,12 @@ class LinregTask(Task):
         for array in (self.w0, self.delta, self.w_target, self.cov, self.cov_eigenvalues):
             array.flags.writeable = False
 
-    def _factory(self) -> nn.Module:
+    def architecture(self) -> nn.Module:
+        """The single linear layer with fresh, untrained weights (shapes only)."""
         return nn.Sequential(OrderedDict(layer=nn.Linear(self.d_in, self.d_out, bias=False)))
 
     def base_model(self) -> nn.Module:
-        return build_pretrained(self._factory, {"layer.weight": torch.from_numpy(self.w0.astype(np.float32))})
+        return build_pretrained(self.architecture, {"layer.weight": torch.from_numpy(self.w0.astype(np.float32))})
 
     def _draw(self, n: int, seed: int, x_tag: int, noise_tag: int, weight: np.ndarray):
         x = stream_rng(seed, x_tag).standard_normal((n, self.d_in)) @ self._cov_sqrt  # (n, d_in), Cov Σ
