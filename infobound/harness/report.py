@@ -398,7 +398,11 @@ def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
     lines += [f"- {k}: {v}" for k, v in facts]
     lines += ["", "## Verdicts: seed bound against the measured gap", "",
               f"gap = test − train; mean over K seeds with its {pct} Student-t CI. The seed bound "
-              "(THEORY §1, σ = 1/2) bounds |E gen|, so it is compared with the interval of the mean.", ""]
+              "(THEORY §1, σ = 1/2) bounds |E gen|, so it is compared with the interval of the mean. "
+              "The intervals are over seeds (training subset and frozen draw) with the test set fixed"
+              + (f" (test_n = {_distinct(c.test_n for c in summary.claims if c.test_n)})"
+                 if any(c.test_n for c in summary.claims) else "")
+              + "; they do not include the test set's own sampling error.", ""]
     extra = [k for k, varies in (("alpha", len({(c.rank, c.alpha) for c in cs}) > len({c.rank for c in cs})),
                                  ("init", len({c.init for c in cs}) > 1)) if varies]
     header = ["task", "mode", "rank", "n", "bits", *extra, "mean train error (loss)",
