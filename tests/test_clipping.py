@@ -31,13 +31,7 @@ B1, B2 = 0.9, 0.999  # torch.optim.Adam's defaults, checked below
 ALLOWANCE = 2.0**-20  # the documented per-step float32 allowance
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the networks are tiny and threads only contend on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------- the formula by hand

@@ -34,13 +34,7 @@ DIGITS_MAX_PAIRS = (1797 - 718) // 2  # target pool + test set, never pretrained
 CMI_SEED_BITS = math.ceil(math.log2(10_000 * 10_000))  # a frozen factor's seed among k1 × k2 ≤ 1e4 × 1e4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op torch thread for this module (restored after): the networks are tiny."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cmi_config():

@@ -45,13 +45,7 @@ CERT_KEYS = ("code_length_bits", "code_seed_bits", "code_entropy_bits", "cert_de
 
 
 # ------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op torch thread for this module (restored after): the networks are tiny."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sweep_config():

@@ -92,16 +92,7 @@ def without_wall_time(record: dict) -> dict:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op torch thread for this module (restored after): the networks are tiny, and on a
-    busy machine several threads only contend, which slows training by an order of magnitude."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -240,3 +240,31 @@ class PretrainedMLP(Task):
         model = self.base_model()
         with torch.no_grad():
             return [float((model(x).argmax(-1) == y).float().mean()) for x, y in (self.source_test_set(), self.test_set())]
+
+
+class SplitTask(PretrainedMLP):
+    """A classification task on one fixed set of examples, split once into ``pretrain_indices``,
+    ``target_indices`` (the pool training sets are drawn from) and ``test_indices``; the subclass
+    gives ``_data(indices, target=True)``: the examples at ``indices``, shifted for the target task."""
+
+    target_indices: np.ndarray
+    test_indices: np.ndarray
+
+    @abstractmethod
+    def _data(self, indices: np.ndarray, target: bool = True) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def train_indices(self, n: int, seed: int) -> np.ndarray:
+        """The example indices of ``train_set(n, seed)``: a seed's pool permutation, first n."""
+        n, seed = self._check_draw(n, seed)
+        return self.target_indices[stream_rng(seed, STREAM_TRAIN_X).permutation(self.max_n)[:n]]
+
+    def _train_set(self, n: int, seed: int):
+        return self._data(self.train_indices(n, seed))
+
+    def _supersample(self, n: int, seed: int):
+        """2n examples from the target pool and the test set: never the pretraining ones."""
+        pool = np.concatenate([self.target_indices, self.test_indices])
+        return self._data(pool[stream_rng(seed, STREAM_SUPERSAMPLE).permutation(len(pool))[:2 * n]])
+
+    def test_set(self):
+        return self._data(self.test_indices)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from .base import STREAM_SUPERSAMPLE, STREAM_TRAIN_X, PretrainedMLP, TaskConfig, stream_rng
+from .base import SplitTask, TaskConfig
 
 DIGIT_TRANSFORMS = {
     "mirror": (lambda img: img[..., :, ::-1], "horizontal mirror (column j -> 7 - j)"),
@@ -54,7 +54,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-class DigitsTask(PretrainedMLP):
+class DigitsTask(SplitTask):
     """8×8 digits, 10 classes: pretrained on the original images, adapted to transformed ones.
 
     ``pretrain_indices``, ``target_indices`` (the pool training sets are drawn from) and
@@ -86,31 +86,16 @@ class DigitsTask(PretrainedMLP):
         self.max_pairs = (len(target) + len(test)) // 2  # supersamples draw from the pool and the test set
         self._transform, self._transform_text = DIGIT_TRANSFORMS[cfg.transform]
 
-    def _data(self, indices: np.ndarray, transformed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self._transform(self.images[indices]) if transformed else self.images[indices]
+    def _data(self, indices: np.ndarray, target: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self._transform(self.images[indices]) if target else self.images[indices]
         x = torch.from_numpy(np.ascontiguousarray(images).reshape(len(indices), 64))  # (n, 64)
         return x, torch.from_numpy(self.labels[indices].copy())
 
-    def train_indices(self, n: int, seed: int) -> np.ndarray:
-        """The ``load_digits`` indices of ``train_set(n, seed)``: a seed's pool permutation, first n."""
-        n, seed = self._check_draw(n, seed)
-        return self.target_indices[stream_rng(seed, STREAM_TRAIN_X).permutation(self.max_n)[:n]]
-
-    def _train_set(self, n: int, seed: int):
-        return self._data(self.train_indices(n, seed))
-
-    def _supersample(self, n: int, seed: int):
-        pool = np.concatenate([self.target_indices, self.test_indices])
-        return self._data(pool[stream_rng(seed, STREAM_SUPERSAMPLE).permutation(len(pool))[:2 * n]])
-
-    def test_set(self):
-        return self._data(self.test_indices)
-
     def source_test_set(self):
-        return self._data(self.test_indices, transformed=False)
+        return self._data(self.test_indices, target=False)
 
     def pretrain_set(self):
-        return self._data(self.pretrain_indices, transformed=False)
+        return self._data(self.pretrain_indices, target=False)
 
     def describe(self) -> str:
         cfg, (src, tgt) = self.config, self._accuracies()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ...extras import MissingExtra, missing
-from .base import STREAM_SUPERSAMPLE, STREAM_TRAIN_X, PretrainedMLP, TaskConfig, stream_rng
+from .base import STREAM_PRETRAIN, SplitTask, TaskConfig, stream_rng
 
 INPUT_SHIFTS = {
     "mirror": (lambda img: img[..., :, ::-1], "horizontal mirror"),
@@ -75,7 +75,7 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-class MnistTask(PretrainedMLP):
+class MnistTask(SplitTask):
     """28×28 MNIST, 10 classes: pretrained on the original images, adapted to a shifted task.
 
     ``pretrain_indices``, ``target_indices`` (the pool training sets are drawn from) and
@@ -98,7 +98,7 @@ class MnistTask(PretrainedMLP):
         everything = np.arange(len(self.labels))
         if cfg.shift == "new_classes":
             source, target = everything[self.labels < 5], everything[self.labels >= 5]
-            pretrain = source[stream_rng(cfg.seed, STREAM_TRAIN_X).permutation(len(source))[:cfg.pretrain_size]]
+            pretrain = source[stream_rng(cfg.seed, STREAM_PRETRAIN).permutation(len(source))[:cfg.pretrain_size]]
             rest, test = train_test_split(target, test_size=min(cfg.test_size, len(target) - 100),
                                           stratify=self.labels[target], random_state=cfg.seed)
         else:
@@ -126,21 +126,6 @@ class MnistTask(PretrainedMLP):
             labels = (3 * labels + 1) % 10
         x = torch.from_numpy(np.ascontiguousarray(images).reshape(len(indices), 784))
         return x, torch.from_numpy(np.array(labels, dtype=np.int64))
-
-    def train_indices(self, n: int, seed: int) -> np.ndarray:
-        """The image indices of ``train_set(n, seed)``: a seed's pool permutation, first n."""
-        n, seed = self._check_draw(n, seed)
-        return self.target_indices[stream_rng(seed, STREAM_TRAIN_X).permutation(self.max_n)[:n]]
-
-    def _train_set(self, n: int, seed: int):
-        return self._data(self.train_indices(n, seed))
-
-    def _supersample(self, n: int, seed: int):
-        pool = np.concatenate([self.target_indices, self.test_indices])
-        return self._data(pool[stream_rng(seed, STREAM_SUPERSAMPLE).permutation(len(pool))[:2 * n]])
-
-    def test_set(self):
-        return self._data(self.test_indices)
 
     def source_test_set(self):
         if self.config.shift == "new_classes":  # the source task's own classes, held out
