@@ -449,13 +449,13 @@ def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
 
 def format_verdict_table(summary: Summary) -> str:
     """Plain-text verdict table for a terminal, at most 100 columns wide."""
-    fmt = "{:<12} {:<6} {:>4} {:>7} {:>4} {:>3} {:>6} {:>24} {:>7} {:<14}"
+    fmt = "{:<17} {:<6} {:>4} {:>6} {:>4} {:>3} {:>6} {:>24} {:>7} {:<14}"
     pct = f"{100 * summary.confidence:g}%"
     out = [fmt.format("task", "mode", "rank", "n", "bits", "K", "test", f"mean gap [{pct} CI]",
                       "bound", "verdict")]
     for c in summary.configs:
         ci = f"[{c.gap.low:+.3f},{c.gap.high:+.3f}]" if c.gap.has_interval else "[no CI]"
-        out.append(fmt.format(c.task[:12], c.mode, c.rank, c.n, _f(c.bits), c.seeds,
+        out.append(fmt.format(c.task[:17], c.mode, c.rank, c.n, _f(c.bits), c.seeds,
                               _f(c.test.mean, 3), f"{c.gap.mean:+.4f} {ci}",
                               f"{c.bound:.3g}" if c.applicable else "n/a", c.verdict.value))
     return "\n".join(line[:100].rstrip() for line in out)

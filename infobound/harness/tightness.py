@@ -548,13 +548,13 @@ def format_tightness(t: Tightness) -> str:
     if not isinstance(t, Tightness):
         raise InputError(f"t must be a Tightness (from tightness_rows), got {type(t).__name__}")
     pct = f"{100 * t.confidence:g}%"
-    fmt = "{:<12} {:<6} {:>4} {:>7} {:>4} {:<4} {:>8} {:<8} {:>28} {:>7} {:<3} {:>4}"
+    fmt = "{:<17} {:<6} {:>4} {:>6} {:>4} {:<5} {:>8} {:<8} {:>27} {:>7} {:<3} {:>4}"
     out = [fmt.format("task", "mode", "rank", "n", "bits", "kind", "bound", "measured",
                       f"value [{pct} CI]", "ratio", "vac", "runs")]
     wrap = textwrap.TextWrapper(width=110, initial_indent="    ", subsequent_indent="      ")
     for r in t.rows:
         short = "mean gap" if r.measured_what == MEASURED["seed"] else "test err"
-        out.append(fmt.format(r.task[:12], r.mode, r.rank, r.n, _g(r.bits), _kind(r), f"{r.bound:.4g}",
+        out.append(fmt.format(r.task[:17], r.mode, r.rank, r.n, _g(r.bits), _kind(r), f"{r.bound:.4g}",
                               short, _measured(r), "—" if r.ratio is None else f"{r.ratio:.3g}",
                               "yes" if r.vacuous else "no", r.runs))
         out += wrap.wrap(_join(r.what, _details(r), r.note))
