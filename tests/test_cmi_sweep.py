@@ -45,17 +45,9 @@ def cmi_config():
 
 
 @pytest.fixture(scope="module")
-def cmi_sweep(tmp_path_factory):
+def cmi_sweep(finish_sweep):
     """The finished CMI sweep: folder, validate's result, the stored records and their arrays."""
-    from infobound.harness.store import open_for_reading
-    from infobound.harness.validate import validate
-
-    folder = tmp_path_factory.mktemp("cmi") / "out"
-    result = validate(cmi_config(), folder, progress=False)
-    with open_for_reading(folder) as store:
-        records = store.records()
-        arrays = store.arrays_many([r["key"] for r in records])
-    return {"folder": folder, "result": result, "records": records, "arrays": arrays}
+    return finish_sweep(cmi_config(), "cmi")
 
 
 @pytest.fixture(scope="module")

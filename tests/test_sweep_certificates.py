@@ -55,17 +55,9 @@ def sweep_config():
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(finish_sweep):
     """The finished sweep: folder, validate's result, the stored records and their arrays."""
-    from infobound.harness.store import open_for_reading
-    from infobound.harness.validate import validate
-
-    folder = tmp_path_factory.mktemp("seed-certs") / "out"
-    result = validate(sweep_config(), folder, progress=False)
-    with open_for_reading(folder) as store:
-        records = store.records()
-        arrays = store.arrays_many([r["key"] for r in records])
-    return {"folder": folder, "result": result, "records": records, "arrays": arrays}
+    return finish_sweep(sweep_config(), "seed-certs")
 
 
 @pytest.fixture(scope="module")
