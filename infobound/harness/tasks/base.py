@@ -196,8 +196,7 @@ class Task(ABC):
         """n pairs of target examples ``(x (n, 2, d_in), y (n, 2))``, distinct, never pretrained on;
         deterministic in ``(n, seed)`` (THEORY §5: the supersample Z̃)."""
         if self.max_pairs == 0:
-            raise InputError(f"task {self.name!r} has no supersamples (its loss is {self.loss_kind}; the "
-                             f"supersample bounds need a loss in [0, 1])")
+            raise self._no_supersamples()
         n = check_int("n", n, 1)
         if n > self.max_pairs:
             raise InputError(f"n must be an integer in [1, {self.max_pairs}] (the pairs a supersample of task "
@@ -206,8 +205,13 @@ class Task(ABC):
         return x.reshape(n, 2, *x.shape[1:]), y.reshape(n, 2, *y.shape[1:])
 
     def _supersample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """2n distinct examples, pair i being rows 2i and 2i + 1."""
-        raise NotImplementedError
+        """2n distinct examples, pair i being rows 2i and 2i + 1; a task with ``max_pairs`` > 0 draws
+        them, the others refuse here."""
+        raise self._no_supersamples()
+
+    def _no_supersamples(self) -> InputError:
+        return InputError(f"task {self.name!r} has no supersamples (its loss is {self.loss_kind}; the "
+                          f"supersample bounds need a loss in [0, 1])")
 
 
 class PretrainedMLP(Task):
