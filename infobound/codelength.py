@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 from numbers import Integral, Real
 
 import constriction
@@ -200,8 +201,11 @@ class Grid:
     bits: int
     clip: float
 
+    max_bits: ClassVar[int] = MAX_BITS
+    """The most bits a grid of this class may have (int64 indices exact in float64)."""
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "bits", _check_int("bits", self.bits, 1, MAX_BITS))
+        object.__setattr__(self, "bits", _check_int("bits", self.bits, 1, self.max_bits))
         clip = self.clip
         if isinstance(clip, bool) or not isinstance(clip, Real) or not math.isfinite(clip) or clip <= 0:
             raise InputError(f"clip must be a finite number > 0, got {_describe(clip)}")
@@ -235,7 +239,7 @@ class Grid:
 
 def _as_grid(name: str, value) -> Grid:
     """A ``Grid`` from a ``Grid``, a ``(bits, clip)`` pair or any object with ``bits`` and ``clip``."""
-    if isinstance(value, Grid):
+    if type(value) is Grid:
         return value
     if isinstance(value, tuple) and len(value) == 2:
         bits, clip = value

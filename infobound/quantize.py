@@ -15,42 +15,28 @@ grid points to float64 precision, with the same guarantee on the count.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from numbers import Real
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from .codelength import Grid
 from .errors import InputError
-from .validation import check_int
 
 __all__ = ["QuantizeSummary", "UniformGrid", "quantize_trainable_"]
 
 
 @dataclass(frozen=True)
-class UniformGrid:
-    """``2**bits`` points evenly spaced on ``[-clip, clip]``; values outside are clamped to the ends."""
+class UniformGrid(Grid):
+    """``2**bits`` points evenly spaced on ``[-clip, clip]``; values outside are clamped to the ends.
 
-    bits: int
-    clip: float
+    The grid of ``codelength.Grid`` (its checks, ``levels`` and ``step`` are inherited, so the two
+    are one definition), on torch tensors and up to 64 bits; ``Grid.indices`` and ``Grid.values``
+    are its numpy twins, index for index (tested).
+    """
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "bits", check_int("bits", self.bits, 1, 64))
-        clip = self.clip
-        if isinstance(clip, bool) or not isinstance(clip, Real) or not math.isfinite(clip) or clip <= 0:
-            raise InputError(f"clip must be a finite number > 0, got {clip!r}")
-        object.__setattr__(self, "clip", float(clip))
-
-    @property
-    def levels(self) -> int:
-        """Number of grid points, ``2**bits``."""
-        return 2**self.bits
-
-    @property
-    def step(self) -> float:
-        """Spacing of neighbouring points, ``2·clip / (2**bits - 1)``."""
-        return 2.0 * self.clip / (self.levels - 1)
+    max_bits: ClassVar[int] = 64
 
     @property
     def _last(self) -> float:
