@@ -16,6 +16,7 @@ from infobound.harness.tuning import (
     MAX_TUNE_STEPS,
     Candidates,
     Selection,
+    best_index,
     parse_lrs,
     parse_steps,
     select,
@@ -67,9 +68,10 @@ def brute_force(x, y, candidates, loss, batch_size=None, seed=0):
         if loss == "cross_entropy":  # the same as the mean of the replicas' error rates, up to rounding
             assert errors[-1] == pytest.approx(float(metrics["error"].mean()), rel=0, abs=1e-15)
     if loss == "cross_entropy":
-        keys = [(round(e * K * n_val), lo, lr, s) for e, lo, (lr, s) in zip(errors, losses, candidates.pairs())]
+        keys = [(not math.isfinite(lo), round(e * K * n_val), lo, lr, s)
+                for e, lo, (lr, s) in zip(errors, losses, candidates.pairs())]
     else:
-        keys = [(lo, lr, s) for lo, (lr, s) in zip(losses, candidates.pairs())]
+        keys = [(not math.isfinite(lo), lo, lr, s) for lo, (lr, s) in zip(losses, candidates.pairs())]
     best = min(range(len(keys)), key=lambda c: keys[c])
     return best, np.array(errors), np.array(losses)
 
@@ -197,6 +199,29 @@ def test_ties_go_to_lower_loss_then_smaller_lr_then_fewer_steps():
     chosen = select(dead_model, x, y, Candidates((1e-3, 1e-2), (2, 4)), loss="cross_entropy", seed=0)
     assert len(set(chosen.validation_losses.tolist())) == 1 and chosen.index == 0
     assert (chosen.lr, chosen.steps) == (1e-3, 2)
+
+
+def test_ranking_rule():
+    nan, inf = math.nan, math.inf
+    # errors first, then the loss, then the index (smaller lr, then fewer steps)
+    assert best_index(np.array([3, 2, 2, 5]), np.array([0.1, 0.9, 0.8, 0.0])) == 2
+    assert best_index(np.array([2, 2, 2]), np.array([0.5, 0.4, 0.4])) == 1
+    # a diverged candidate (non-finite loss) loses to every finite one, whatever its error
+    assert best_index(np.array([0, 4, 3]), np.array([nan, 1.0, 2.0])) == 2
+    assert best_index(np.array([0, 1]), np.array([inf, nan])) == 0  # all diverged: the fewest wrong
+    # mse: the loss, then the index
+    assert best_index(None, np.array([0.3, 0.2, 0.2, nan])) == 1
+    assert best_index(None, np.array([nan, inf])) == 0
+
+
+def test_selection_is_read_only():
+    x, y = data()
+    chosen = select(build_model, x, y, Candidates((1e-2,), (2, 3)), loss="cross_entropy", seed=0)
+    with pytest.raises(ValueError):
+        chosen.validation_losses[0] = 0.0
+    with pytest.raises(AttributeError):
+        chosen.lr = 1.0
+    assert chosen != select(build_model, x, y, Candidates((1e-2,), (2, 3)), loss="cross_entropy", seed=0)
 
 
 def test_validation_split():

@@ -24,7 +24,8 @@ Criterion (one choice per group: stacked replicas share the learning rate and th
 wrong predictions over all K·n_val validation examples); ties go to the lower mean validation
 cross-entropy, then the smaller learning rate, then the fewer steps. Loss ``mse``: the mean
 validation loss over replicas, ties to the smaller learning rate, then the fewer steps. A
-non-finite validation loss (a diverged run) ranks after every finite one.
+non-finite validation loss (a diverged run, whose NaN logits may still predict some labels right)
+ranks after every finite one, whatever its error (``best_index``).
 
 ``select`` only chooses; the caller trains its model with the chosen ``lr`` and ``steps`` (on all n
 training examples, as without tuning) and adds ``bits`` to its bounds.
@@ -49,6 +50,7 @@ __all__ = [
     "MAX_TUNE_STEPS",
     "Candidates",
     "Selection",
+    "best_index",
     "parse_lrs",
     "parse_steps",
     "select",
@@ -183,9 +185,10 @@ def _smallest_n(fraction: float) -> int:
 
 
 # ------------------------------------------------------------------------------------ the choice
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Selection:
-    """What ``select`` chose and what it saw; ``index`` points into ``candidates.pairs()``."""
+    """What ``select`` chose and what it saw; ``index`` points into ``candidates.pairs()`` (the arrays
+    are read-only; a selection compares by identity)."""
 
     lr: float
     steps: int
@@ -304,21 +307,26 @@ def select(
         if len(seen) != n_steps:  # cannot happen: the callback runs after every step
             raise RuntimeError(f"evaluated {len(seen)} of {n_steps} step counts for lr {lr!r}")
 
-    if loss is Loss.CROSS_ENTROPY:
-        errors = wrong / float(k * n_val)
-        ranking = [(int(wrong[c]), _finite_or_inf(losses[c]), c) for c in range(size)]
-    else:
-        errors = np.full(size, np.nan)
-        ranking = [(_finite_or_inf(losses[c]), c) for c in range(size)]
-    index = min(ranking)[-1]  # the index breaks the last ties: smaller lr, then fewer steps
+    errors = wrong / float(k * n_val) if loss is Loss.CROSS_ENTROPY else np.full(size, np.nan)
+    index = best_index(wrong if loss is Loss.CROSS_ENTROPY else None, losses)
     lr, steps = candidates.pairs()[index]
+    errors.setflags(write=False)
+    losses.setflags(write=False)
     return Selection(lr=lr, steps=steps, index=index, candidates=candidates, n_fit=n_fit, n_val=n_val,
                      validation_errors=errors, validation_losses=losses, bits=candidates.bits,
                      seconds=time.perf_counter() - start)
 
 
-def _finite_or_inf(value: float) -> float:
-    return float(value) if math.isfinite(value) else math.inf
+def best_index(wrong: np.ndarray | None, losses: np.ndarray) -> int:
+    """The chosen index into ``pairs()`` by the module's rule: a non-finite loss last, then the fewest
+    ``wrong`` validation predictions (None for mse), then the lowest loss, then the lowest index
+    (the smaller learning rate, then the fewer steps)."""
+    def key(c: int):
+        value = float(losses[c])
+        finite = math.isfinite(value)
+        return (not finite, 0 if wrong is None else int(wrong[c]), value if finite else 0.0, c)
+
+    return min(range(len(losses)), key=key)
 
 
 def _check_training(x_train, y_train, loss: Loss) -> tuple[torch.Tensor, torch.Tensor]:
