@@ -262,7 +262,7 @@ def test_bad_candidates(kwargs, words):
     assert words in str(info.value)
 
 
-def test_parse_helpers_name_the_option():
+def test_parse_functions_name_the_option():
     assert parse_lrs("3e-3,1e-2,3e-2") == (3e-3, 1e-2, 3e-2)
     assert parse_steps("1000, 100,1e3") == (100, 1000)
     with pytest.raises(InputError, match="--tune-lrs must be learning rates .* got 'x'"):
@@ -289,6 +289,7 @@ def test_bad_select_input():
         ({"x_train": x, "y_train": y, "loss": "hinge"}, "loss must be one of cross_entropy, mse"),
         ({"x_train": x, "y_train": y, "batch_size": 0}, "batch_size must be an integer >= 1"),
         ({"x_train": x, "y_train": y, "progress": 3}, "progress must be a callable"),
+        ({"x_train": x, "y_train": y, "eval_batch_size": 0}, "eval_batch_size must be an integer >= 1"),
         ({"x_train": x, "y_train": y, "build_model": build_model()}, "build_model must be a callable"),
         ({"x_train": x, "y_train": y, "build_model": lambda: 3}, "build_model must return a torch.nn.Module"),
         ({"x_train": x[:2], "y_train": y[:2]}, "x_train must be a float tensor of shape (K=3, n, d)"),  # the model's K
@@ -302,9 +303,12 @@ def test_bad_select_input():
         assert words in str(info.value), (change, str(info.value))
 
 
-def test_batch_reaching_the_fit_part_is_full_batch():
+def test_batch_reaching_the_fit_part_is_full_batch_and_chunked_evaluation_agrees():
     x, y = data()
     candidates = Candidates((3e-2,), (4,))
     full = select(build_model, x, y, candidates, loss="cross_entropy", seed=0)
     big = select(build_model, x, y, candidates, loss="cross_entropy", seed=0, batch_size=N)
     np.testing.assert_array_equal(full.validation_losses, big.validation_losses)
+    chunked = select(build_model, x, y, candidates, loss="cross_entropy", seed=0, eval_batch_size=4)
+    np.testing.assert_allclose(chunked.validation_losses, full.validation_losses, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(chunked.validation_errors, full.validation_errors)

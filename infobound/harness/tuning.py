@@ -246,6 +246,7 @@ def select(
     seed: int,
     batch_size: int | None = None,
     progress: Callable[[int], object] | None = None,
+    eval_batch_size: int | None = None,
 ) -> Selection:
     """Choose one (lr, steps) of ``candidates`` for the K stacked replicas on held-out training data.
 
@@ -256,7 +257,8 @@ def select(
     first ``n_fit`` (``validation_split(n, candidates.validation_fraction)``). ``seed`` seeds the
     minibatch stream as in ``train_stacked``; ``batch_size`` None or at least ``n_fit`` trains full
     batch. ``progress(i)`` is called after every training step, i counting steps over all
-    candidates from 0 up to ``candidates.total_steps - 1``.
+    candidates from 0 up to ``candidates.total_steps - 1``. ``eval_batch_size`` evaluates the
+    validation part in chunks of that many examples (less memory; None: all at once).
     """
     start = time.perf_counter()
     if isinstance(build_model, nn.Module) or not callable(build_model):
@@ -276,6 +278,8 @@ def select(
         batch_size = check_int("batch_size", batch_size, 1)
         if batch_size >= n_fit:
             batch_size = None  # the whole fit part, as a group whose batch reaches n trains full batch
+    if eval_batch_size is not None:
+        eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
     x_fit, y_fit, x_val, y_val = x[:, :n_fit], y[:, :n_fit], x[:, n_fit:], y[:, n_fit:]
 
     wanted = {s: j for j, s in enumerate(candidates.steps)}
@@ -293,7 +297,7 @@ def select(
             nonlocal done
             j = wanted.get(step + 1)
             if j is not None:
-                metrics = evaluate_stacked(model, x_val, y_val, loss=loss)
+                metrics = evaluate_stacked(model, x_val, y_val, loss=loss, batch_size=eval_batch_size)
                 losses[i * n_steps + j] = float(metrics["loss"].mean())
                 if loss is Loss.CROSS_ENTROPY:
                     wrong[i * n_steps + j] = int(metrics["zero_one"].sum(dtype=np.int64))
