@@ -4,6 +4,16 @@
 ``mlp`` builds the ``fc1 -> ReLU -> fc2 -> ReLU -> head`` network of the classification tasks, which
 ``PretrainedMLP`` pretrains once per config and process (``clear_pretrain_cache`` forgets it).
 
+Pretrained weights are also kept on disk, so a new process (a sweep's worker, the next run) loads
+them instead of pretraining again: ``pretrain_cache_dir()`` is ``$INFOBOUND_CACHE/pretrained`` when
+that variable is set (``off`` turns the disk cache off), else ``$XDG_CACHE_HOME/infobound/pretrained``
+or ``~/.cache/infobound/pretrained``. A file is named by a sha256 of the task class, the repr of the
+config the weights depend on and torch's version; it holds the state dict and the seconds the
+pretraining took. A file that does not load is trained again and overwritten; a folder that cannot
+be written only means no disk cache. The key does not see the code: after changing a network or its
+pretraining, delete the folder. ``pretrain_info(config)`` says how long the pretraining took and
+whether this process loaded it from disk.
+
 No global RNG is touched: numpy draws use ``np.random.default_rng([seed, stream tag])``, one tag per
 purpose; torch initialisation runs inside ``torch.random.fork_rng``; minibatches use a
 ``torch.Generator``.
@@ -11,10 +21,16 @@ purpose; torch initialisation runs inside ``torch.random.fork_rng``; minibatches
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
+import tempfile
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -74,23 +90,34 @@ def build_pretrained(factory, state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def _pretrain(factory, x: torch.Tensor, y: torch.Tensor, seed: int, steps: int, lr: float,
-              batch_size: int) -> dict[str, torch.Tensor]:
+              batch_size: int, weight_decay: float = 0.0, augment=None, cosine: bool = False) -> dict[str, torch.Tensor]:
     """Adam on cross-entropy, minibatches drawn with replacement; deterministic in ``seed``. One intra-op
-    thread (restored after): the nets are tiny, more threads only contend and reorder float reductions."""
+    thread (restored after): the nets are tiny, more threads only contend and reorder float reductions.
+
+    Options (the defaults leave the plain loop above, draw for draw): ``weight_decay`` > 0 uses AdamW;
+    ``augment(batch, generator)`` transforms each minibatch, drawing from the minibatch generator;
+    ``cosine`` decays the learning rate from ``lr`` to 0 along a half cosine over the steps."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = factory()
     batches = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    if weight_decay:
+        optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.enable_grad():  # also when the caller runs under torch.no_grad()
-            for _ in range(steps):
+            for step in range(steps):
                 idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=batches)
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                xb = x[idx] if augment is None else augment(x[idx], batches)
+                loss = F.cross_entropy(model(xb), y[idx])
                 optimiser.zero_grad()
                 loss.backward()
+                if cosine:
+                    for group in optimiser.param_groups:
+                        group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
                 optimiser.step()
     finally:
         torch.set_num_threads(threads)
@@ -98,24 +125,130 @@ def _pretrain(factory, x: torch.Tensor, y: torch.Tensor, seed: int, steps: int, 
 
 
 _STATES: dict[TaskConfig, dict[str, torch.Tensor]] = {}  # pretrained weights by config, in memory
+_INFO: dict[TaskConfig, PretrainInfo] = {}
 _STATES_LOCK = threading.Lock()
+
+CACHE_ENV = "INFOBOUND_CACHE"
+"""The environment variable naming the disk cache's folder (``off``: no disk cache)."""
+_CACHE_FORMAT = 1  # part of every file name: a new layout of the files never reads an old one
+
+
+@dataclass(frozen=True)
+class PretrainInfo:
+    """How a config's pretrained weights came to this process."""
+
+    seconds: float
+    """Wall-clock seconds the pretraining took when it ran (in this process or the one that cached it)."""
+    from_cache: bool
+    """Whether this process loaded the weights from the disk cache instead of training them."""
+    path: str | None
+    """The cache file, None when the weights are not on disk (cache off or not writable)."""
+
+
+def pretrain_cache_dir() -> Path | None:
+    """The folder of the disk cache of pretrained weights, None when ``$INFOBOUND_CACHE`` is ``off``
+    (or no home folder is known). Read from the environment on every call."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() == "off":
+        return None
+    if value:
+        return Path(value).expanduser() / "pretrained"
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    try:
+        root = Path(xdg) if xdg else Path.home() / ".cache"
+    except RuntimeError:  # no home folder
+        return None
+    return root / "infobound" / "pretrained"
+
+
+def pretrain_info(config: TaskConfig) -> PretrainInfo | None:
+    """Seconds and source of the pretrained weights of ``config`` (a task's ``pretrain_key()``) in this
+    process; None before they were first needed (or after ``clear_pretrain_cache``)."""
+    with _STATES_LOCK:
+        return _INFO.get(config)
 
 
 def clear_pretrain_cache(config: TaskConfig | None = None) -> None:
-    """Forget the pretrained weights of ``config`` (default: of every config); they are trained again."""
+    """Forget the pretrained weights of ``config`` (default: of every config) in this process's memory;
+    they are loaded from the disk cache again, or trained where it has none. The disk cache is
+    separate: delete ``pretrain_cache_dir()`` (or set ``INFOBOUND_CACHE=off``) to pretrain afresh."""
     with _STATES_LOCK:
         for key in [config] if config is not None else list(_STATES):
             _STATES.pop(key, None)
+            _INFO.pop(key, None)
 
 
-def _cached_state(config: TaskConfig, train) -> dict[str, torch.Tensor]:
-    """The pretrained weights for ``config``: ``train()`` once per process (about a second)."""
+def _cache_file(task: str, config: TaskConfig) -> Path | None:
+    folder = pretrain_cache_dir()
+    if folder is None:
+        return None
+    key = "\n".join((f"format {_CACHE_FORMAT}", task, repr(config), f"torch {torch.__version__}"))
+    return folder / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:40]}.pt"
+
+
+def _load_cached(path: Path, task: str, config: TaskConfig) -> tuple[dict[str, torch.Tensor], float] | None:
+    """The state and seconds stored at ``path``; None when there is no file or it does not load or
+    does not hold what its name promises."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        state, seconds = blob["state"], float(blob["seconds"])
+        if (blob["format"], blob["task"], blob["config"], blob["torch"]) != (
+                _CACHE_FORMAT, task, repr(config), str(torch.__version__)):
+            return None
+        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in state.items()):
+            return None
+        return state, seconds
+    except Exception:  # noqa: BLE001 -- absent, truncated, corrupt, written by something else: train again
+        return None
+
+
+def _save_cached(path: Path, task: str, config: TaskConfig, state: dict[str, torch.Tensor], seconds: float) -> bool:
+    """Write atomically (a temporary file in the same folder, then ``os.replace``); False when the
+    folder cannot be written."""
+    blob = {"format": _CACHE_FORMAT, "task": task, "config": repr(config), "torch": str(torch.__version__),
+            "seconds": float(seconds), "state": state}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(blob, f)
+        os.replace(tmp, path)
+        return True
+    except (OSError, RuntimeError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+
+
+def _cached_state(config: TaskConfig, train, task: str | None = None) -> dict[str, torch.Tensor]:
+    """The pretrained weights for ``config``: from memory, else from the disk cache, else ``train()``
+    (once per process, then written to the disk cache). ``task`` names the task in the cache file's
+    key (default: the config's class name)."""
     with _STATES_LOCK:
         if config in _STATES:
             return _STATES[config]
-    state = train()
+    task = type(config).__name__ if task is None else task
+    path = _cache_file(task, config)
+    loaded = None if path is None else _load_cached(path, task, config)
+    if loaded is not None:
+        state, seconds = loaded
+        info = PretrainInfo(seconds, True, str(path))
+    else:
+        start = time.perf_counter()
+        state = train()
+        seconds = time.perf_counter() - start
+        saved = path is not None and _save_cached(path, task, config, state, seconds)
+        info = PretrainInfo(seconds, False, str(path) if saved else None)
     with _STATES_LOCK:
-        return _STATES.setdefault(config, state)
+        if config not in _STATES:
+            _STATES[config], _INFO[config] = state, info
+        return _STATES[config]
 
 
 def stream_rng(*entropy: int) -> np.random.Generator:
@@ -185,6 +318,12 @@ class Task(ABC):
     """The config field a task name ``NAME:VALUE`` sets (``digits:flip``, ``mnist:permute``); None
     for a task without a shift setting."""
 
+    @property
+    def shift_side(self) -> str | None:
+        """Where the target differs from the source: ``"input"`` (what the layers read), ``"output"``
+        (what the network writes), or None when neither describes it."""
+        return None
+
     prior_statement: ClassVar[str] = ""
     """Why the pretrained network may be part of a certificate's prior: it never saw the fine-tuning
     data (THEORY §4, transfer). Empty for a task that makes no such guarantee."""
@@ -237,7 +376,7 @@ class PretrainedMLP(Task):
         cfg = self.config
         train = lambda: _pretrain(self.architecture, *self.pretrain_set(), cfg.seed,  # noqa: E731
                                   cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch_size)
-        return build_pretrained(self.architecture, _cached_state(self.pretrain_key(), train))
+        return build_pretrained(self.architecture, _cached_state(self.pretrain_key(), train, type(self).__name__))
 
     def _accuracies(self) -> list[float]:
         """The pretrained network's test accuracy on the source labels and on the target task."""
