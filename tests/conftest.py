@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
+
+# Pretrained weights go to a folder of this test session, never the user's cache (set at import, so
+# also for code that runs while tests are collected and for the worker processes sweeps start).
+_CACHE = tempfile.mkdtemp(prefix="infobound-test-cache-")
+os.environ["INFOBOUND_CACHE"] = _CACHE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pretrain_cache_folder():
+    """The session's disk cache of pretrained weights (``$INFOBOUND_CACHE``), removed at the end."""
+    yield _CACHE
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
