@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import InputError
+
 __all__ = ["TinyViT", "random_shift", "tiny_vit"]
 
 
@@ -26,7 +28,7 @@ class Attention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
         if width % heads:
-            raise ValueError(f"width {width} must be a multiple of heads {heads}")
+            raise InputError(f"width {width} must be a multiple of heads {heads}")
         self.heads, self.head_dim = heads, width // heads
         self.scale = self.head_dim ** -0.5
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(width, width) for _ in range(4))
@@ -77,7 +79,7 @@ class TinyViT(nn.Module):
                  heads: int = 4, mlp_width: int = 128):
         super().__init__()
         if side % patch:
-            raise ValueError(f"image side {side} must be a multiple of the patch size {patch}")
+            raise InputError(f"image side {side} must be a multiple of the patch size {patch}")
         self.side, self.patch_size, self.grid = side, patch, side // patch
         self.width, self.depth, self.heads, self.mlp_width, self.classes = width, depth, heads, mlp_width, classes
         tokens = self.grid * self.grid + 1
@@ -96,7 +98,7 @@ class TinyViT(nn.Module):
         """``(*lead, side²)`` -> ``(*lead, patches, patch²)``, patches in row-major order."""
         *lead, d = x.shape
         if d != self.d_in:
-            raise ValueError(f"TinyViT expects inputs (..., {self.d_in}), got {tuple(x.shape)}")
+            raise InputError(f"TinyViT expects inputs (..., {self.d_in}), got {tuple(x.shape)}")
         g, p = self.grid, self.patch_size
         x = x.reshape(-1, g, p, g, p).transpose(2, 3)  # (N, row, col, p, p)
         return x.reshape(*lead, g * g, p * p)
