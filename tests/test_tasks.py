@@ -213,7 +213,8 @@ def test_base_model_copies_are_identical_and_independent(fixture, request):
     assert _digest(task.base_model()) == _digest(second)
 
 
-def test_pretraining_is_deterministic_across_cache_clears_and_processes(digits):
+def test_pretraining_is_deterministic_across_cache_clears_and_processes(digits, monkeypatch):
+    monkeypatch.setenv("INFOBOUND_CACHE", "off")  # retrain, in this process and the child: no disk cache
     in_process = _digest(digits.base_model())
     clear_pretrain_cache(digits.config)
     assert _digest(digits.base_model()) == in_process
@@ -245,7 +246,8 @@ def test_building_tasks_leaves_global_random_state_alone():
     assert torch.get_num_threads() == threads
 
 
-def test_pretraining_under_no_grad_gives_the_same_network():
+def test_pretraining_under_no_grad_gives_the_same_network(monkeypatch):
+    monkeypatch.setenv("INFOBOUND_CACHE", "off")  # each clear retrains (no disk cache)
     task = get_task("digits", pretrain_steps=30)
     clear_pretrain_cache(task.config)
     reference = _digest(task.base_model())

@@ -31,7 +31,7 @@ from .teacher import TeacherConfig, TeacherTask, teacher_logits
 __all__ = [
     "DEFAULT_TASK", "DIGIT_TRANSFORMS", "INPUT_SHIFTS", "OUTPUT_SHIFTS", "SHIFTS", "TASKS", "DigitsConfig",
     "DigitsTask", "LinregConfig", "LinregTask", "MnistConfig", "MnistTask", "Task", "TaskConfig", "TeacherConfig", "TeacherTask", "clear_pretrain_cache",
-    "get_task", "mlp", "task_names", "teacher_logits",
+    "canonical_task_name", "get_task", "mlp", "split_task_name", "task_names", "teacher_logits",
 ]
 
 # ------------------------------------------------------------------------------------ registry
@@ -43,23 +43,24 @@ DEFAULT_TASK = "digits"
 def get_task(name: str = DEFAULT_TASK, config: TaskConfig | None = None, **overrides) -> Task:
     """The task ``name`` with ``config`` (default: the task's default config), ``overrides`` applied.
 
-    ``NAME:VALUE`` sets the task's shift setting (``digits:flip`` is digits with transform flip,
-    ``mnist:permute`` is mnist with shift permute). Pretrained weights are cached in memory per
-    config, so repeated calls pretrain once per process.
+    ``NAME[/MODEL][:SHIFT]``: ``:SHIFT`` sets the task's shift setting (``digits:flip`` is digits with
+    transform flip, ``mnist:permute`` is mnist with shift permute) and ``/MODEL`` its model setting
+    (``mnist/vit:permute`` is the vision transformer on permuted labels). Pretrained weights are
+    cached per config, so repeated calls pretrain once.
     """
     if not isinstance(name, str):
         raise InputError(f"task must be a task name ({', '.join(TASKS)}), got {type(name).__name__}")
-    base, sep, value = name.partition(":")
-    if base not in TASKS:
-        raise InputError(f"task must be one of {', '.join(TASKS)} (optionally NAME:SHIFT), got {name!r}")
+    base, model, shift = split_task_name(name)
     cls = TASKS[base]
-    if sep:
-        if cls.shift_setting is None:
-            raise InputError(f"task {base!r} has no shift setting, got {name!r}; tasks with one: "
-                             + ", ".join(k for k, c in TASKS.items() if c.shift_setting))
-        if cls.shift_setting in overrides:
-            raise InputError(f"task {name!r} and {cls.shift_setting}={overrides[cls.shift_setting]!r} both set the shift")
-        overrides = {**overrides, cls.shift_setting: value}
+    for setting, value, what in ((cls.shift_setting, shift, "shift"), (cls.model_setting, model, "model")):
+        if value is None:
+            continue
+        if setting is None:
+            with_it = ", ".join(k for k, c in TASKS.items() if getattr(c, f"{what}_setting")) or "(none)"
+            raise InputError(f"task {base!r} has no {what} setting, got {name!r}; tasks with one: {with_it}")
+        if setting in overrides:
+            raise InputError(f"task {name!r} and {setting}={overrides[setting]!r} both set the {what}")
+        overrides = {**overrides, setting: value}
     name = base
     if config is not None and not isinstance(config, cls.config_class):
         raise InputError(f"config for task {name!r} must be a {cls.config_class.__name__}, got {type(config).__name__}")
@@ -70,6 +71,31 @@ def get_task(name: str = DEFAULT_TASK, config: TaskConfig | None = None, **overr
             raise InputError(f"{', '.join(unknown)}: not a setting of task {name!r}; allowed: {', '.join(allowed)}")
         config = cls.config_class(**{**({} if config is None else asdict(config)), **overrides})
     return cls(config)
+
+
+def split_task_name(name: str) -> tuple[str, str | None, str | None]:
+    """``NAME[/MODEL][:SHIFT]`` -> (name, model or None, shift or None); an unknown NAME, or an empty
+    MODEL or SHIFT, is an InputError."""
+    head, colon, shift = name.strip().partition(":")
+    base, slash, model = head.partition("/")
+    if base not in TASKS:
+        raise InputError(f"task must be one of {', '.join(TASKS)} (optionally NAME/MODEL:SHIFT), got {name!r}")
+    for sep, value, what in ((slash, model, "model"), (colon, shift, "shift")):
+        if sep and not value.strip():
+            raise InputError(f"task {name!r}: the {what} after {sep!r} is empty")
+    return base, (model.strip() or None) if slash else None, (shift.strip() or None) if colon else None
+
+
+def canonical_task_name(name: str) -> str:
+    """``name`` with a model part naming the task's default model left out (``mnist/mlp:permute`` is
+    ``mnist:permute``), so the same sweep has the same store keys however it is written."""
+    base, model, shift = split_task_name(name)
+    cls = TASKS[base]
+    if model is not None and cls.model_setting is not None:
+        default = next(f.default for f in fields(cls.config_class) if f.name == cls.model_setting)
+        if model == default:
+            model = None
+    return base + (f"/{model}" if model else "") + (f":{shift}" if shift else "")
 
 
 def task_names() -> tuple[str, ...]:

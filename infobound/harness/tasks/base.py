@@ -43,7 +43,7 @@ from ...validation import check_choice, check_int, check_real
 
 # Stream tags: a numpy Generator is seeded with [seed, tag], so no two purposes share a stream.
 (STREAM_TEACHER, STREAM_CALIB, STREAM_PRETRAIN, STREAM_TRAIN_X, STREAM_TRAIN_NOISE, STREAM_TEST_X, STREAM_TEST_NOISE,
- STREAM_SUPERSAMPLE, STREAM_MASK) = range(1, 10)
+ STREAM_SUPERSAMPLE, STREAM_MASK, STREAM_RESPLIT) = range(1, 11)
 
 
 # ------------------------------------------------------------------------------------- configs
@@ -89,7 +89,7 @@ def build_pretrained(factory, state: dict[str, torch.Tensor]) -> nn.Module:
     return model
 
 
-def _pretrain(factory, x: torch.Tensor, y: torch.Tensor, seed: int, steps: int, lr: float,
+def pretrain(factory, x: torch.Tensor, y: torch.Tensor, seed: int, steps: int, lr: float,
               batch_size: int, weight_decay: float = 0.0, augment=None, cosine: bool = False) -> dict[str, torch.Tensor]:
     """Adam on cross-entropy, minibatches drawn with replacement; deterministic in ``seed``. One intra-op
     thread (restored after): the nets are tiny, more threads only contend and reorder float reductions.
@@ -226,7 +226,7 @@ def _save_cached(path: Path, task: str, config: TaskConfig, state: dict[str, tor
         return False
 
 
-def _cached_state(config: TaskConfig, train, task: str | None = None) -> dict[str, torch.Tensor]:
+def cached_state(config: TaskConfig, train, task: str | None = None) -> dict[str, torch.Tensor]:
     """The pretrained weights for ``config``: from memory, else from the disk cache, else ``train()``
     (once per process, then written to the disk cache). ``task`` names the task in the cache file's
     key (default: the config's class name)."""
@@ -324,12 +324,31 @@ class Task(ABC):
         (what the network writes), or None when neither describes it."""
         return None
 
+    tokens_per_example: int = 1
+    """Positions each linear layer is applied to per example (a ViT: patches + class token), for the
+    sweep's FLOP estimate."""
+    default_batch_size: int | None = None
+    """Fine-tuning minibatch size a sweep uses when it sets none (None: full batch)."""
+
+    model_setting: ClassVar[str | None] = None
+    """The config field a task name ``NAME/VALUE`` sets (``mnist/vit``); None for a task with one network."""
+
     prior_statement: ClassVar[str] = ""
     """Why the pretrained network may be part of a certificate's prior: it never saw the fine-tuning
     data (THEORY §4, transfer). Empty for a task that makes no such guarantee."""
 
     max_pairs: int = 0
     """The most pairs a supersample can hold (0: the task has no supersamples)."""
+
+    resplits: ClassVar[bool] = False
+    """Whether ``resplit`` can draw a seed its own training and test sets (split ``per_seed``)."""
+
+    def resplit(self, n: int, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """Seed ``seed``'s own split: ``(train_set, test_set)``, n training examples and a test set of
+        the fixed test set's size, disjoint, both from the data the network never pretrained on;
+        deterministic in ``(n, seed)``, the training set prefix-consistent in n."""
+        raise InputError(f"task {self.name!r} cannot redraw its split per seed (split 'per_seed' needs a task "
+                         f"with one fixed pool of examples: digits, mnist); use split 'fixed'")
 
     def supersample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n pairs of target examples ``(x (n, 2, d_in), y (n, 2))``, distinct, never pretrained on;
@@ -374,9 +393,9 @@ class PretrainedMLP(Task):
 
     def base_model(self) -> nn.Module:
         cfg = self.config
-        train = lambda: _pretrain(self.architecture, *self.pretrain_set(), cfg.seed,  # noqa: E731
+        train = lambda: pretrain(self.architecture, *self.pretrain_set(), cfg.seed,  # noqa: E731
                                   cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch_size)
-        return build_pretrained(self.architecture, _cached_state(self.pretrain_key(), train, type(self).__name__))
+        return build_pretrained(self.architecture, cached_state(self.pretrain_key(), train, type(self).__name__))
 
     def _accuracies(self) -> list[float]:
         """The pretrained network's test accuracy on the source labels and on the target task."""
@@ -403,6 +422,17 @@ class SplitTask(PretrainedMLP):
 
     def _train_set(self, n: int, seed: int):
         return self._data(self.train_indices(n, seed))
+
+    resplits = True
+
+    def resplit(self, n: int, seed: int):
+        """The target pool and the test set together, permuted by the seed: the first ``len(test_indices)``
+        are the seed's test set, the next n its training set (so n can reach ``max_n``)."""
+        n, seed = self._check_draw(n, seed)
+        pool = np.concatenate([self.target_indices, self.test_indices])
+        order = pool[stream_rng(seed, STREAM_RESPLIT).permutation(len(pool))]
+        m = len(self.test_indices)
+        return self._data(order[m:m + n]), self._data(order[:m])
 
     def _supersample(self, n: int, seed: int):
         """2n examples from the target pool and the test set: never the pretraining ones."""

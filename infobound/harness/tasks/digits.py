@@ -91,6 +91,8 @@ class DigitsTask(SplitTask):
         x = torch.from_numpy(np.ascontiguousarray(images).reshape(len(indices), 64))  # (n, 64)
         return x, torch.from_numpy(self.labels[indices].copy())
 
+    shift_side = "input"  # every transform moves pixels: what the first layer reads changes
+
     def source_test_set(self):
         return self._data(self.test_indices, target=False)
 
