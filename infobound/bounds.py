@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .spec import MAX_BITS, AdapterSpec, Mode, check_rank
-from .validation import check_finite_result, check_instance, check_reals, scalar_or_array
+from .validation import check_finite_result, check_instance, check_real, check_reals, scalar_or_array
 
 LN2 = math.log(2.0)
 DEFAULT_SIGMA = 0.5  # a loss with values in [0, 1] is 1/2-sub-Gaussian
@@ -38,13 +38,16 @@ class SeedBound:
     trainable_params: object
     """d_train: parameters that carry information about the training set."""
     info_bits: object
-    """bits · d_train: the upper bound on I(W; S) in bits."""
+    """bits · d_train + choice_bits: the upper bound on I(W; S) in bits."""
     info_nats: object
     bound: object
     """sqrt(2 σ² · info_nats / n): bound on the expected generalisation gap, in loss units."""
     vacuous: object
     """True where the bound is at least the loss range 2σ and so says nothing."""
     kind: str = SEED_BOUND_KIND
+    choice_bits: float = 0.0
+    """Bits of settings chosen from the training data (log2 of the candidates, e.g. a tuned learning
+    rate), included in ``info_bits``: I(W; S) ≤ I(H; S) + I(W; S | H) ≤ log2 |H| + bits · d_train."""
 
     def to_dict(self) -> dict:
         """Plain Python values (lists for arrays), ready for JSON."""
@@ -67,8 +70,12 @@ def seed_bound(
     bits=None,
     rank=None,
     mode: Mode | str | None = None,
+    choice_bits: float = 0.0,
 ) -> SeedBound:
-    """The seed bound of THEORY §1 for ``spec``; ``bits``, ``rank``, ``mode`` default to the spec's."""
+    """The seed bound of THEORY §1 for ``spec``; ``bits``, ``rank``, ``mode`` default to the spec's.
+
+    ``choice_bits``: information in settings chosen from the training data (``log2`` of how many
+    candidates there were), added to ``bits · d_train``."""
     spec = check_spec(spec)
     mode = spec.mode if mode is None else Mode.parse(mode)
     n = check_reals("n", n, low=1.0)  # a count, but real values draw smooth curves
@@ -76,9 +83,10 @@ def seed_bound(
     bits = check_bits(spec.bits if bits is None else bits)
     rank = rank_values(spec, rank)
     d_train = trainable_params(spec, rank=rank, mode=mode)
+    choice_bits = check_real("choice_bits", choice_bits, 0.0)
 
     # The bound, assembled from its named terms in one place:
-    info_bits = bits * d_train  # H(W) <= bits · d_train   (bits)
+    info_bits = bits * d_train + choice_bits  # H(W) <= bits · d_train, plus the chosen settings' entropy (bits)
     info_nats = info_bits * LN2  # I(W; S) <= info_nats   (nats)
     # |E gen| <= sqrt(2 σ² I / n), written σ · sqrt(2 I / n) so that no σ² overflows or underflows.
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
@@ -96,10 +104,11 @@ def seed_bound(
         n=scalar_or_array(n),
         sigma=scalar_or_array(sigma),
         trainable_params=_count(d_train),
-        info_bits=_count(info_bits),
+        info_bits=_count(info_bits) if choice_bits == 0 else scalar_or_array(info_bits),
         info_nats=scalar_or_array(info_nats),
         bound=scalar_or_array(bound),
         vacuous=scalar_or_array(vacuous),
+        choice_bits=choice_bits,
     )
 
 

@@ -209,7 +209,8 @@ def test_cli_refuses_a_bad_clip_with_one_line(tmp_path, text):
 
 
 # ----------------------------------------------------------------- trained entries, read directly
-STRESS = dict(modes=("lora", "b_only"), ranks=(1,), ns=(30,), seeds=2, bits=(8,), steps=40, lr=0.1, alpha=0.01)
+STRESS = dict(modes=("lora", "b_only"), ranks=(1,), ns=(30,), seeds=2, bits=(8,), steps=40, lr=0.1, alpha=0.01,
+              split="fixed")  # the test rebuilds runs from task.train_set (the fixed split)
 """Small alpha and a large step: B must grow large, and ±4 clips it (the tracker's case)."""
 
 

@@ -300,7 +300,7 @@ def test_markdown_and_terminal_table(tmp_path, records, summary):
                    "mean train x, y", "test-set SE x, y", "family is all 39 claim row(s) of this report",
                    "Holm–Bonferroni", "α/2 = 0.025", "at most α = 0.05", "test_n = 500 examples",
                    "do not include the test set's own sampling error", "(test_n=500)",
-                   "over seeds (each seed redraws the training subset and the frozen factor)"):
+                   "over seeds (each seed redraws the training subset from the task's pool and the frozen factor)"):
         assert needle in claims, needle
     assert "decision **yes / no / unclear**" in text.split("## Legend")[1]
     verdicts = text.split("## Claims")[0]

@@ -51,7 +51,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def sweep_config():
     from infobound.harness.sweep import SweepConfig
 
-    return SweepConfig(task="digits", modes=MODES, ranks=RANKS, ns=NS, seeds=SEEDS, bits=BITS, steps=STEPS)
+    return SweepConfig(task="digits", modes=MODES, ranks=RANKS, ns=NS, seeds=SEEDS, bits=BITS, steps=STEPS,
+                       split="fixed")  # the tests rebuild runs on task.test_set()
 
 
 @pytest.fixture(scope="module")

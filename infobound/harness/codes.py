@@ -51,14 +51,16 @@ def index_dtype(levels: int) -> np.dtype:
 
 def run_certificates(tensors: list[dict[str, np.ndarray]], grids: list[Grid], seed_bit_count: int,
                      train_errors: list[float], n: int, test_errors: list[float], test_n: int, *,
-                     grid_candidates: int = 1, prefix: str = "") -> list[tuple[dict, dict]]:
+                     grid_candidates: int = 1, prefix: str = "", choices: dict | None = None) -> list[tuple[dict, dict]]:
     """For each run (its tensors' grid indices on its grid): the record fields (code length,
     certificates, test-set bound) and the arrays to store. The certificates of all runs are computed
     together (``certificates_many``).
 
     ``grid_candidates`` > 1: each run's grid was chosen among that many after training, and its code
-    pays ``log2(grid_candidates)`` bits for it. ``prefix`` names the fields (``adaptive_``)."""
-    codes = [adapter_code_length(t, g, seed_bits=seed_bit_count, grid_candidates=grid_candidates)
+    pays ``log2(grid_candidates)`` bits for it. ``prefix`` names the fields (``adaptive_``).
+    ``choices``: settings chosen from the training data (name -> number of candidates, e.g. a tuned
+    learning rate), each paid ``log2`` bits in the code (item ``choice.NAME``)."""
+    codes = [adapter_code_length(t, g, seed_bits=seed_bit_count, grid_candidates=grid_candidates, choices=choices)
              for t, g in zip(tensors, grids)]
     lengths = [math.ceil(code.total_bits - 1e-9) for code in codes]
     certs = certificates_many(train_errors, n, lengths, CERT_DELTA, CERT_METHODS)
@@ -70,6 +72,7 @@ def run_certificates(tensors: list[dict[str, np.ndarray]], grids: list[Grid], se
             "code_length_bits": float(code.total_bits),
             "code_seed_bits": int(seed_bit_count),
             "code_entropy_bits": float(sum(code.entropy_bits.values())),
+            "code_choice_bits": float(sum(math.log2(c) for c in (choices or {}).values())),
             "cert_delta": CERT_DELTA,
             "cert_occam_kl": float(cert.occam_kl),
             "cert_binomial": float(cert.binomial),

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import InputError
 from ..cliargs import bits_list, int_list, integer_type, modes, number_type, register, warn
 from ..spec import Mode
-from .sweep import KINDS, MAX_MASKS, MAX_SEEDS, MAX_STEPS, MAX_SUPERSAMPLES, SweepConfig, default_workers
+from .sweep import KINDS, MAX_MASKS, SPLITS, MAX_SEEDS, MAX_STEPS, MAX_SUPERSAMPLES, SweepConfig, default_workers
 
 DEFAULTS = SweepConfig()
 CMI_NS = (100, 250, 500)
@@ -50,7 +51,30 @@ def _csv(values) -> str:
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default=DEFAULTS.task,
-                        help=f"digits, teacher, linreg or mnist; NAME:SHIFT sets a shift, e.g. mnist:permute, digits:flip (default {DEFAULTS.task})")
+                        help=f"digits, teacher, linreg or mnist; NAME:SHIFT sets a shift, e.g. mnist:permute, "
+                             f"digits:flip; NAME/MODEL:SHIFT also a model, e.g. mnist/vit:permute; a comma "
+                             f"list runs each task into its own subfolder of --out and writes comparison.md, "
+                             f"the claims side by side (default {DEFAULTS.task})")
+    parser.add_argument("--model", default=None,
+                        help="the task's network: mnist has mlp (default) and vit (a small vision "
+                             "transformer, LoRA on its attention q/v projections); same as NAME/MODEL")
+    parser.add_argument("--split", default="auto", choices=SPLITS,
+                        help="fixed: every seed tested on the task's one test set; per_seed: every seed "
+                             "redraws its own training and test sets from the data never pretrained on, "
+                             "so the intervals over seeds cover the split too; auto: per_seed where the "
+                             "task allows it (digits, mnist) and --kind seeds, else fixed (default auto)")
+    parser.add_argument("--tune-lrs", default=None, metavar="LIST",
+                        help="comma list of learning-rate candidates: each configuration picks its lr "
+                             "(and steps, with --tune-steps) on a validation split of its training data, "
+                             "never the test set; every bound pays log2(candidates) bits for the choice")
+    parser.add_argument("--tune-steps", default=None, metavar="LIST",
+                        help="comma list of step-count candidates (default: --steps alone)")
+    parser.add_argument("--validation-fraction", type=number_type(0.0, 1.0, open_low=True, open_high=True),
+                        default=None, help="share of each run's training set held out for the choice "
+                                           f"(default {DEFAULTS.validation_fraction}; tuning only)")
+    parser.add_argument("--batch-size", type=integer_type(1, MAX_STEPS), default=None,
+                        help="minibatch size of fine-tuning (default: full batch; a group with n at "
+                             "most this trains full batch)")
     parser.add_argument("--out", default="infobound-out", metavar="DIR",
                         help="folder for records.sqlite, records.csv, summary.md and plots "
                              "(default infobound-out); rerunning skips finished runs")
@@ -119,21 +143,76 @@ def _inert_warnings(args) -> None:
         warn("--seeds does nothing here: a cmi sweep runs --supersamples x --masks runs per configuration")
 
 
+def _task_name(task: str, model: str | None) -> str:
+    """``--task`` with ``--model`` folded in as ``NAME/MODEL[:SHIFT]``."""
+    if model is None:
+        return task
+    from .tasks import split_task_name
+
+    if split_task_name(task)[1] is not None:
+        raise InputError(f"--model {model!r} and --task {task!r} both name a model; give one")
+    head, colon, shift = task.strip().partition(":")
+    return f"{head}/{model.strip()}" + (f":{shift}" if colon else "")
+
+
 def _run_validate(args) -> int:
     from ..extras import require
 
     require("infobound validate")  # before anything is read or written
-    from .validate import clipping_warning, validate
+    from .validate import check_bounds, check_config
 
     _inert_warnings(args)
     ns = args.ns or (CMI_NS if args.kind == "cmi" else DEFAULTS.ns)
-    config = SweepConfig(task=args.task, modes=args.modes, ranks=args.ranks or DEFAULTS.ranks, ns=ns,
-                         seeds=args.seeds, bits=args.bits, alpha=args.alpha, init=args.init,
-                         steps=args.steps, lr=args.lr, clip=DEFAULTS.clip if args.clip is None else args.clip,
-                         targets=args.targets, kind=args.kind,
-                         supersamples=args.supersamples or DEFAULTS.supersamples, masks=args.masks or DEFAULTS.masks)
+    tasks = [t.strip() for t in args.task.split(",")]
+    if any(not t for t in tasks) or len(set(tasks)) < len(tasks):
+        raise InputError(f"--task must be a task name or a comma list of distinct task names, got {args.task!r}")
+    from .tuning import parse_lrs, parse_steps
+
+    tune_lrs = None if args.tune_lrs is None else parse_lrs(args.tune_lrs)
+    tune_steps = None if args.tune_steps is None else parse_steps(args.tune_steps)
+    if args.validation_fraction is not None and tune_lrs is None and tune_steps is None:
+        warn("--validation-fraction does nothing here: it applies with --tune-lrs or --tune-steps")
+    configs = []
+    for name in tasks:  # every task checked before any training
+        config = SweepConfig(task=_task_name(name, args.model), modes=args.modes, ranks=args.ranks or DEFAULTS.ranks,
+                             ns=ns, seeds=args.seeds, bits=args.bits, alpha=args.alpha, init=args.init,
+                             steps=args.steps, lr=args.lr, clip=DEFAULTS.clip if args.clip is None else args.clip,
+                             targets=args.targets, kind=args.kind,
+                             supersamples=args.supersamples or DEFAULTS.supersamples,
+                             masks=args.masks or DEFAULTS.masks, split=args.split, batch_size=args.batch_size,
+                             tune_lrs=tune_lrs, tune_steps=tune_steps,
+                             validation_fraction=args.validation_fraction or DEFAULTS.validation_fraction)
+        check_bounds(config, args.bounds)
+        configs.append(check_config(config)[0])
+    if len(configs) == 1:
+        _validate_one(args, configs[0], args.out)
+        return 0
+    from pathlib import Path
+
+    from .compare import format_comparison, write_comparison
+
+    folders = []
+    for config in configs:
+        folder = Path(args.out) / task_folder(config.task)
+        print(f"\n=== task {config.task}: {folder}")
+        _validate_one(args, config, folder)
+        folders.append(folder)
+    path, rows = write_comparison(folders, Path(args.out) / "comparison.md")
+    print("\n" + format_comparison(rows))
+    print(f"comparison: {path}")
+    return 0
+
+
+def task_folder(task: str) -> str:
+    """The subfolder of a task's sweep when ``--task`` lists several: ``mnist/vit:permute`` -> ``mnist-vit_permute``."""
+    return task.replace("/", "-").replace(":", "_")
+
+
+def _validate_one(args, config: SweepConfig, out) -> None:
+    from .validate import clipping_warning, validate
+
     workers = default_workers() if args.workers is None else args.workers
-    result = validate(config, args.out, progress=not args.no_progress, workers=workers,
+    result = validate(config, out, progress=not args.no_progress, workers=workers,
                       on_plan=lambda plan: _print_plan(plan, config), bounds=args.bounds)
     counts = result["counts"]
     print(result["table"])
@@ -146,7 +225,6 @@ def _run_validate(args) -> int:
     line = clipping_warning(result)
     if line:
         warn(line)
-    return 0
 
 
 def _print_plan(plan, config: SweepConfig) -> None:

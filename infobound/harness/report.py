@@ -124,6 +124,8 @@ class Summary:
     margin: float
     confidence: float
     notes: list[str] = field(default_factory=list)
+    splits: tuple[str, ...] = ("fixed",)
+    """How the records' seeds split the data: ``fixed`` (one test set) and/or ``per_seed``."""
 
     def find(self, **where) -> list[ConfigRow]:
         """Configurations whose attributes equal ``where`` (e.g. ``mode="lora", rank=4``)."""
@@ -281,8 +283,9 @@ def summarize(records, *, margin: float = DEFAULT_MARGIN, confidence: float = 0.
     notes: list[str] = []
     recs = normalize_records(records)
     configs = config_rows(recs, confidence, notes)
+    splits = tuple(sorted({r.get("split") or "fixed" for r in recs})) or ("fixed",)
     return Summary(configs, _claims(configs, float(margin), confidence, recs),
-                   _rates(configs, confidence, n_boot, seed), float(margin), confidence, notes)
+                   _rates(configs, confidence, n_boot, seed), float(margin), confidence, notes, splits)
 
 
 # ---------------------------------------------------------------- text
@@ -323,6 +326,23 @@ def _p(value: float) -> str:
     return "—" if not math.isfinite(value) else f"{value:.2g}"
 
 
+def coverage(splits, test_ns) -> str:
+    """What an interval over seeds covers, given how the seeds split the data (``Summary.splits``)."""
+    size = f"test_n = {', '.join(map(str, test_ns))} examples" if test_ns else "its size is unknown: the records carry no test_n"
+    fixed = (f"the intervals are over seeds (each seed redraws the training subset from the task's pool "
+             f"and the frozen factor) with one test set fixed ({size}): they do not include the test "
+             "set's own sampling error, nor the spread over other choices of pool and test set.")
+    per_seed = (f"the intervals are over seeds, and each seed redraws its own split of the data the "
+                f"network never pretrained on into a training set and a test set ({size}), and the "
+                "frozen factor: they cover the expected test error and gap over splits, the test "
+                "sets' sampling error included.")
+    if tuple(splits) == ("per_seed",):
+        return per_seed[0].upper() + per_seed[1:]
+    if tuple(splits) == ("fixed",):
+        return fixed[0].upper() + fixed[1:]
+    return f"Runs of both kinds are stored. Split fixed: {fixed} Split per_seed: {per_seed}"
+
+
 def _claims_section(summary: Summary) -> list[str]:
     """The "Claims" section: how the rows are decided, then the table."""
     pct, m, claims = f"{100 * summary.confidence:g}%", summary.margin, summary.claims
@@ -330,22 +350,16 @@ def _claims_section(summary: Summary) -> list[str]:
     family = sum(math.isfinite(c.p_yes) for c in claims)
     untested = len(claims) - family
     test_ns = sorted({c.test_n for c in claims if c.test_n is not None})
-    if test_ns:
-        size = (f"the test set is fixed (test_n = {', '.join(map(str, test_ns))} examples, from the "
-                "records)")
-    else:
-        size = "the test set is fixed (its size is unknown: the records carry no test_n)"
     lines = ["", "## Claims", "",
              f"Effect = x − y (first mode named minus second) with its {pct} CI: paired t over "
              "seed-matched runs (same seed = same training subset) where both configurations share "
              f"2 or more seeds, otherwise Welch t. The CI is per row and not adjusted for multiplicity. "
              f"Margin m = {m:g} (absolute, a parameter): '≈' means within ±{m:g}, '≤' means at most "
              f"{m:g} above.", "",
-             f"What the intervals cover: they are over seeds (each seed redraws the training subset "
-             f"and the frozen factor) while {size}; they do not include the test set's own sampling "
-             "error. Beside the CI half-width of each test-error claim stands the binomial standard "
-             "error √(p(1 − p)/test_n) of each configuration's mean test error p (the test-set error "
-             "of a difference on the same test set is at most the sum of the two).", "",
+             f"{coverage(summary.splits, test_ns)} Beside the CI half-width of "
+             "each test-error claim stands the binomial standard error √(p(1 − p)/test_n) of each "
+             "configuration's mean test error p (the test-set error of a difference on the same test "
+             "set is at most the sum of the two).", "",
              "Decisions, with multiplicity control: each row has two one-sided p-values from the t "
              "statistic of its CI (same standard error and degrees of freedom): p (yes), the evidence "
              "for the claim, and p (no), the evidence against it. "
@@ -399,10 +413,7 @@ def write_markdown(summary: Summary, path, meta: Mapping | None = None) -> Path:
     lines += ["", "## Verdicts: seed bound against the measured gap", "",
               f"gap = test − train; mean over K seeds with its {pct} Student-t CI. The seed bound "
               "(THEORY §1, σ = 1/2) bounds |E gen|, so it is compared with the interval of the mean. "
-              "The intervals are over seeds (training subset and frozen draw) with the test set fixed"
-              + (f" (test_n = {_distinct(c.test_n for c in summary.claims if c.test_n)})"
-                 if any(c.test_n for c in summary.claims) else "")
-              + "; they do not include the test set's own sampling error.", ""]
+              + coverage(summary.splits, sorted({c.test_n for c in summary.claims if c.test_n})), ""]
     extra = [k for k, varies in (("alpha", len({(c.rank, c.alpha) for c in cs}) > len({c.rank for c in cs})),
                                  ("init", len({c.init for c in cs}) > 1)) if varies]
     header = ["task", "mode", "rank", "n", "bits", *extra, "mean train error (loss)",

@@ -36,6 +36,11 @@ KINDS = ("seeds", "cmi")
 task's test set. ``cmi``: the supersample suite of THEORY §5, k1 supersamples of n pairs × k2 masks."""
 
 RANKLESS = 0  # the rank recorded for full fine-tuning, where no rank applies
+SPLITS = ("auto", "fixed", "per_seed")
+"""``auto`` (the default): ``per_seed`` for a seed sweep of a task that can redraw its split
+(``Task.resplits``: digits, mnist), else ``fixed``. ``fixed``: every seed draws its training subset from the task's pool and is tested on the task's one
+test set; ``per_seed``: every seed redraws the split of the data the network never pretrained on into
+its own training and test sets (``Task.resplit``), so the spread over seeds includes the split's."""
 CLIP_RULES = ("fixed", "auto")
 """``fixed``: the clip given; ``auto``: ``auto_clip``, derived from the settings before training."""
 
@@ -66,6 +71,18 @@ class SweepConfig:
     clip_rule: str = "fixed"
     """How ``clip`` was chosen: ``fixed`` (given as a number) or ``auto`` (``auto_clip``). Set by
     ``clip="auto"``; a number given with ``clip_rule="auto"`` must be the derived one."""
+    split: str = "auto"
+    """``SPLITS``: one test set for every seed, or a split redrawn per seed (``kind="seeds"`` only);
+    ``auto`` is resolved by ``resolved_split()`` when the groups are made."""
+    batch_size: int | None = None
+    """Minibatch size of fine-tuning (None: the task's ``default_batch_size``, full batch for the MLPs)."""
+    tune_lrs: tuple[float, ...] | None = None
+    """Learning-rate candidates: each group picks its lr (and steps) on a validation split of its
+    training data (``harness.tuning``), paying log2(candidates) bits in every bound; None: ``lr``."""
+    tune_steps: tuple[int, ...] | None = None
+    """Step-count candidates (None: ``steps``); with either list given the sweep tunes."""
+    validation_fraction: float = 0.2
+    """Share of each run's training set held out to choose among the candidates (tuning only)."""
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -89,6 +106,21 @@ class SweepConfig:
         set_("kind", self.kind.strip().lower())
         set_("supersamples", check_int("supersamples (k1)", self.supersamples, 1, MAX_SUPERSAMPLES))
         set_("masks", check_int("masks (k2)", self.masks, 2, MAX_MASKS))
+        if not isinstance(self.split, str) or self.split.strip().lower() not in SPLITS:
+            raise InputError(f"split must be one of {', '.join(SPLITS)}, got {describe(self.split)}")
+        set_("split", self.split.strip().lower())
+        if self.split == "per_seed" and self.kind != "seeds":
+            raise InputError(f"split 'per_seed' applies to kind 'seeds' (a supersample is its own split), got kind {self.kind!r}")
+        if self.batch_size is not None:
+            set_("batch_size", check_int("batch_size", self.batch_size, 1, MAX_STEPS))
+        candidates = self.candidates()  # InputError on an empty or bad grid
+        if candidates is not None:
+            set_("tune_lrs", candidates.lrs)
+            set_("tune_steps", candidates.steps)
+            set_("validation_fraction", candidates.validation_fraction)
+            if self.kind != "seeds":
+                raise InputError("tuning (tune_lrs / tune_steps) applies to kind 'seeds': a supersample's masks "
+                                 "would share one choice made on all of their data")
         self._resolve_clip()  # last: the automatic clip depends on the settings above
 
     def _resolve_clip(self) -> None:
@@ -106,6 +138,26 @@ class SweepConfig:
         object.__setattr__(self, "clip", clip)
         object.__setattr__(self, "clip_rule", rule)
 
+    def candidates(self):
+        """The tuning grid (``tuning.Candidates``), or None when the sweep does not tune."""
+        return _candidates(self.tune_lrs, self.tune_steps, self.lr, self.steps, self.validation_fraction)
+
+    @property
+    def max_lr_steps(self) -> tuple[float, int]:
+        """The largest lr and step count any run can use (the automatic clip's worst case)."""
+        candidates = self.candidates()
+        if candidates is None:
+            return self.lr, self.steps
+        return max(candidates.lrs), max(candidates.steps)
+
+    def resolved_split(self) -> str:
+        """``split`` with ``auto`` resolved from the task (imports the task registry, so torch)."""
+        if self.split != "auto":
+            return self.split
+        from .tasks import TASKS, split_task_name
+
+        return "per_seed" if self.kind == "seeds" and TASKS[split_task_name(self.task)[0]].resplits else "fixed"
+
     @property
     def runs_per_group(self) -> int:
         """Trained replicas per group: the seeds, or the masks of one supersample."""
@@ -113,7 +165,7 @@ class SweepConfig:
 
     def groups(self) -> list["GroupConfig"]:
         """Every unit of work, in a stable order; full fine-tuning once per n (rank does not apply)."""
-        out = []
+        out, split = [], self.resolved_split()
         for mode in self.modes:
             ranks = (RANKLESS,) if mode is Mode.FULL else self.ranks
             for rank in ranks:
@@ -123,7 +175,9 @@ class SweepConfig:
                             task=self.task, mode=mode, rank=rank, n=n, seeds=tuple(range(self.runs_per_group)),
                             bits=self.bits, alpha=self.alpha, init=self.init, steps=self.steps, lr=self.lr,
                             clip=self.clip, targets=self.targets, kind=self.kind, supersample=supersample,
-                            clip_rule=self.clip_rule,
+                            clip_rule=self.clip_rule, split=split, batch_size=self.batch_size,
+                            tune_lrs=self.tune_lrs, tune_steps=self.tune_steps,
+                            validation_fraction=self.validation_fraction,
                         ))
         return out
 
@@ -149,13 +203,30 @@ class GroupConfig:
     """Index j of the supersample (``kind="cmi"``); ``seeds`` are then its mask indices."""
     clip_rule: str = "fixed"
     """How ``clip`` was chosen (recorded; not part of the key: the number is what the runs used)."""
+    split: str = "fixed"
+    batch_size: int | None = None
+    tune_lrs: tuple[float, ...] | None = None
+    tune_steps: tuple[int, ...] | None = None
+    validation_fraction: float = 0.2
+
+    def candidates(self):
+        """The tuning grid, or None (``SweepConfig.candidates``)."""
+        return _candidates(self.tune_lrs, self.tune_steps, self.lr, self.steps, self.validation_fraction)
 
     def run_config(self, seed: int, bits: int | None) -> dict:
         """The config that identifies one record (its store key is a hash of this). A seed sweep's
-        config has no ``kind`` or ``supersample`` entry, so its keys are those of earlier versions;
+        config has no ``kind`` or ``supersample`` entry, and settings at their original defaults
+        (split fixed, full batch) are left out, so its keys are those of earlier versions;
         ``clip_rule`` is left out, so a clip chosen by ``auto`` keys as the same number given."""
+        optional = {"split": "fixed", "batch_size": None}
         config = {k: v for k, v in asdict(self).items()
-                  if k not in ("seeds", "bits", "kind", "supersample", "clip_rule")}
+                  if k not in ("seeds", "bits", "kind", "supersample", "clip_rule", "tune_lrs", "tune_steps",
+                               "validation_fraction")
+                  and not (k in optional and v == optional[k])}
+        candidates = self.candidates()
+        if candidates is not None:  # the grid replaces lr and steps as what the runs were given
+            config.update(tune={"lrs": list(candidates.lrs), "steps": list(candidates.steps),
+                                "validation_fraction": candidates.validation_fraction})
         config.update(mode=self.mode.value, seed=seed, bits=bits,
                       targets=None if self.targets is None else list(self.targets))
         if self.kind != "seeds":
@@ -252,8 +323,18 @@ def auto_clip(config: SweepConfig) -> float:
     inside it, so the grid is coarser than one fitted to them (the report shows the rounding cost).
     The default sweep (300 steps, lr 0.01, lora with orthonormal A) gives 8.728 (b_only alone: 7.728).
     """
-    travel = config.lr * adam_travel_bound(config.steps)
-    return _round_up((init_max_abs(config) + travel) * (1.0 + ROUNDING_ALLOWANCE) ** config.steps)
+    lr, steps = config.max_lr_steps  # with tuning: the largest candidates, the worst case of any choice
+    travel = lr * adam_travel_bound(steps)
+    return _round_up((init_max_abs(config) + travel) * (1.0 + ROUNDING_ALLOWANCE) ** steps)
+
+
+def _candidates(lrs, steps, lr: float, default_steps: int, fraction: float):
+    if lrs is None and steps is None:
+        return None
+    from .tuning import Candidates
+
+    return Candidates(lrs=(lr,) if lrs is None else lrs, steps=(default_steps,) if steps is None else steps,
+                      validation_fraction=fraction)
 
 
 def _round_up(value: float, digits: int = CLIP_DIGITS) -> float:
@@ -318,6 +399,7 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
     from .closed_forms import linreg_losses
     from .tasks import get_task
     from .train import evaluate_stacked, train_stacked
+    from .tuning import select
 
     t0 = time.perf_counter()
     task = get_task(group.task)
@@ -335,13 +417,29 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
     loss = _loss(task)
     zero_one = task.loss_kind == "zero_one"
 
-    train_stacked(model, x_train, y_train, steps=group.steps, lr=group.lr, loss=loss,
-                  seed=seeds[0], progress=progress)
+    batch_size = task.default_batch_size if group.batch_size is None else group.batch_size
+    candidates = group.candidates()
+    selection = None
+    lr, steps = group.lr, group.steps
+    if candidates is not None:  # choose lr and steps on a validation split of each run's training set
+        def build():
+            fresh = task.base_model()
+            inject_lora(fresh, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
+                        stack=k, seeds=group.frozen_seeds())
+            return fresh
+
+        selection = select(build, x_train, y_train, candidates, loss=loss, seed=seeds[0],
+                           batch_size=batch_size)
+        lr, steps = selection.lr, selection.steps
+    choice_bits = 0.0 if selection is None else selection.bits
+    train_stacked(model, x_train, y_train, steps=steps, lr=lr, loss=loss,
+                  batch_size=effective_batch(batch_size, group.n), seed=seeds[0], progress=progress)
     trained = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     clipped, largest = _replica_clipping(trained, group.clip)  # each replica's own, before any rounding
     certify = zero_one and any(b is not None for b in group.bits)
     raw = _measure(evaluate_stacked, model, data, loss) if certify else None  # the unquantised errors
-    adaptive = _adaptive(model, trained, data, loss, group) if zero_one else None
+    choices = {} if selection is None else {"lr and steps": candidates.size}
+    adaptive = _adaptive(model, trained, data, loss, group, choices) if zero_one else None
 
     records = []
     for bits in group.bits:
@@ -357,15 +455,19 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
         if spec.factor_totals() != expected.factor_totals() or spec.trainable_params != expected.trainable_params:
             raise RuntimeError(f"the trained model's spec {spec} differs from the bound's {expected}")
         applicable = bits is not None and zero_one
-        sb = seed_bound(spec, group.n, sigma=DEFAULT_SIGMA, bits=bits or 64) if applicable else None
+        sb = (seed_bound(spec, group.n, sigma=DEFAULT_SIGMA, bits=bits or 64, choice_bits=choice_bits)
+              if applicable else None)
         closed = linreg_losses(task, model, group.mode) if task.name == "linreg" else {}
         indices = _replica_indices(model, trained, bits, group.clip) if certify and bits is not None else None
         test_n = int(x_test.shape[1])
-        certified = _certify(group, indices, bits, measured, test_n) if indices is not None else None
+        certified = _certify(group, indices, bits, measured, test_n, choices) if indices is not None else None
         for i, seed in enumerate(seeds):
             record = _record(group, task, seed, bits, measured, i, spec.trainable_params, sb,
                              None if quantised is None else clipped[i], test_n=test_n)
             record["trained_max_abs"] = largest[i]
+            record["train_batch_size"] = effective_batch(batch_size, group.n)  # None: full batch
+            if selection is not None:  # what was chosen, on what, and its price in bits
+                record.update(selection.as_record(), lr=lr, steps=steps, choice_bits=choice_bits)
             record.update({name: values[i] for name, values in closed.items()})
             arrays = {}
             if raw is not None:
@@ -393,11 +495,22 @@ ARRAYS_FIELD = "_arrays"
 """Field of a record returned by ``run_group`` holding its arrays (stored beside it, not in it)."""
 
 
+def effective_batch(batch_size: int | None, n: int) -> int | None:
+    """The minibatch size a group of n training examples trains with: full batch (None) when
+    ``batch_size`` is None or at least n."""
+    return None if batch_size is None or batch_size >= n else batch_size
+
+
 def _seed_data(task, group: GroupConfig) -> dict:
-    """Each seed's own training subset; the task's fixed test set, shared by every replica (a view)."""
+    """Each seed's own training subset; the task's fixed test set, shared by every replica (a view),
+    or with split ``per_seed`` each seed's own test set."""
     import torch
 
     k = len(group.seeds)
+    if group.split == "per_seed":
+        drawn = [task.resplit(group.n, seed=s) for s in group.seeds]
+        stack = lambda part, j: torch.stack([torch.as_tensor(d[part][j]) for d in drawn])  # noqa: E731
+        return {"x_train": stack(0, 0), "y_train": stack(0, 1), "x_test": stack(1, 0), "y_test": stack(1, 1)}
     train = [task.train_set(group.n, seed=s) for s in group.seeds]
     x_test, y_test = (torch.as_tensor(a) for a in task.test_set())
     return {"x_train": torch.stack([torch.as_tensor(x) for x, _ in train]),  # (K, n, d_in)
@@ -475,10 +588,12 @@ def _restore(model, trained: dict) -> None:
                 p.copy_(trained[name])
 
 
-def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig) -> list[tuple[dict, dict]]:
+def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig, choices: dict) -> list[tuple[dict, dict]]:
     """Each replica's certificate on the grid it chooses among ``codes.adaptive_grids()`` (the choice
-    paid in its code): every candidate quantises the trained model and is evaluated; each replica
-    takes the candidate with the smallest estimated certificate (training error and code only)."""
+    paid in its code): every candidate quantises the trained model and is evaluated on the training
+    sets; each replica takes the candidate with the smallest estimated certificate (training error and
+    code only). The test sets are then evaluated only on the grids some replica chose (the choice
+    never looks at them)."""
     import numpy as np
 
     from ..quantize import UniformGrid, quantize_trainable_
@@ -486,29 +601,35 @@ def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig) -
     from .train import evaluate_stacked
 
     grids = adaptive_grids()
-    per = []
+    train_errors, indices = [], []
     for grid in grids:
         quantize_trainable_(model, UniformGrid(grid.bits, grid.clip))
-        per.append((_measure(evaluate_stacked, model, data, loss),
-                    _replica_indices(model, trained, grid.bits, grid.clip)))
+        train_errors.append(evaluate_stacked(model, data["x_train"], data["y_train"], loss=loss)["error"])
+        indices.append(_replica_indices(model, trained, grid.bits, grid.clip))
         _restore(model, trained)
     bits_of_seed = seed_bits(group.mode, group.seed_count)
     test_n = int(data["x_test"].shape[1])
-    chosen = choose_adaptive([idx for _, idx in per], np.array([m["train"]["error"] for m, _ in per]),
-                             group.n, bits_of_seed)
-    return run_certificates([per[j][1][i] for i, j in enumerate(chosen)], [grids[j] for j in chosen],
-                            bits_of_seed, [float(per[j][0]["train"]["error"][i]) for i, j in enumerate(chosen)],
-                            group.n, [float(per[j][0]["test"]["error"][i]) for i, j in enumerate(chosen)],
-                            test_n, grid_candidates=len(grids), prefix="adaptive_")
+    chosen = choose_adaptive(indices, np.array(train_errors), group.n,
+                             bits_of_seed + sum(math.log2(c) for c in choices.values()))
+    test_errors = {}
+    for j in sorted(set(int(j) for j in chosen)):
+        quantize_trainable_(model, UniformGrid(grids[j].bits, grids[j].clip))
+        test_errors[j] = evaluate_stacked(model, data["x_test"], data["y_test"], loss=loss)["error"]
+        _restore(model, trained)
+    return run_certificates([indices[j][i] for i, j in enumerate(chosen)], [grids[j] for j in chosen],
+                            bits_of_seed, [float(train_errors[j][i]) for i, j in enumerate(chosen)],
+                            group.n, [float(test_errors[j][i]) for i, j in enumerate(chosen)],
+                            test_n, grid_candidates=len(grids), prefix="adaptive_", choices=choices)
 
 
-def _certify(group: GroupConfig, indices: list[dict], bits: int, measured: dict, test_n: int) -> list[tuple[dict, dict]]:
+def _certify(group: GroupConfig, indices: list[dict], bits: int, measured: dict, test_n: int,
+             choices: dict) -> list[tuple[dict, dict]]:
     from ..codelength import Grid
     from .codes import run_certificates, seed_bits
 
     return run_certificates(indices, [Grid(bits, group.clip)] * len(indices), seed_bits(group.mode, group.seed_count),
                             [float(e) for e in measured["train"]["error"]], group.n,
-                            [float(e) for e in measured["test"]["error"]], test_n)
+                            [float(e) for e in measured["test"]["error"]], test_n, choices=choices)
 
 
 def _replica_clipping(trained: dict, clip: float) -> tuple[list[float], list[float]]:
@@ -553,6 +674,8 @@ def _record(group, task, seed, bits, measured, i, trainable, sb, clipped, test_n
         "lr": group.lr,
         "clip": group.clip,
         "clip_rule": group.clip_rule,
+        "split": group.split,
+        "batch_size": group.batch_size,
         "targets": None if group.targets is None else ",".join(group.targets),
         "train_error": float(train["error"][i]) if zero_one else None,
         "test_error": float(test["error"][i]) if zero_one else None,
@@ -758,21 +881,32 @@ class SweepPlan:
                 f"each); largest stack ≈ {self.largest_stack_bytes / 2**30:.2g} GiB of activations")
 
 
-def plan_sweep(config: SweepConfig, store, layers: list[LayerSpec], test_n: int, workers: int) -> SweepPlan:
-    """Count what ``config`` will train (given what ``store`` holds) on a network with ``layers``."""
-    weights = sum(layer.d_in * layer.d_out for layer in layers)
-    width = sum(layer.d_in for layer in layers)
+def plan_sweep(config: SweepConfig, store, layers: list[LayerSpec], test_n: int, workers: int,
+               tokens: int = 1, default_batch: int | None = None) -> SweepPlan:
+    """Count what ``config`` will train (given what ``store`` holds) on a network with ``layers``,
+    each applied to ``tokens`` positions of an example (1 for an MLP; patches + class token for a ViT)."""
+    weights = sum(layer.d_in * layer.d_out for layer in layers) * tokens
+    width = sum(layer.d_in for layer in layers) * tokens
     groups = config.groups()
     todo = [g for g in groups if store.missing(g.keys())]
     flops, peak = 0.0, 0.0
     for g in todo:
         k = len(g.seeds)
         tested = g.n if g.kind == "cmi" else test_n  # a supersample run is tested on the other point of each pair
-        flops += k * (6.0 * weights * g.n * g.steps + 2.0 * weights * (g.n + tested) * (len(g.bits) + 1))
-        peak = max(peak, 4.0 * k * max(g.n, tested) * width * 3)
+        batch = effective_batch(default_batch if g.batch_size is None else g.batch_size, g.n) or g.n
+        trained_steps = g.steps if g.candidates() is None else g.steps + _tuning_steps(g)
+        flops += k * (6.0 * weights * batch * trained_steps + 2.0 * weights * (g.n + tested) * (len(g.bits) + 1))
+        peak = max(peak, 4.0 * k * max(batch, tested) * width * 3)
     per_group = config.runs_per_group * len(config.bits)
     return SweepPlan(len(groups), len(todo), len(groups) * per_group, len(todo) * per_group, flops,
                      workers, peak, config.supersamples if config.kind == "cmi" else 0)
+
+
+def _tuning_steps(group: GroupConfig) -> int:
+    """Steps the tuning adds to a group: one run of the largest step count per learning rate (on
+    the fit part, counted as n here: a rough estimate), then the chosen run counted as ``steps``."""
+    candidates = group.candidates()
+    return len(candidates.lrs) * max(candidates.steps)
 
 
 def _duration(seconds: float) -> str:

@@ -252,9 +252,11 @@ def _fast_row(key: tuple, runs: list[dict], confidence: float, notes: list[str])
     dims = sorted(set(_values(have, "trainable_params")))
     if len(dims) > 1:
         notes.append(f"fast ({label}): trainable_params differ ({dims[0]:g}..{dims[-1]:g}), largest used")
-    if dims and bits * dims[-1] <= code:
-        info_bits = bits * dims[-1]
-        information = f"q·d_train = {bits}·{dims[-1]:g} = {info_bits:g} bits"
+    chosen = max([float(r.get("choice_bits") or 0.0) for r in have] or [0.0])  # tuned lr/steps: log2(candidates)
+    if dims and bits * dims[-1] + chosen <= code:
+        info_bits = bits * dims[-1] + chosen
+        information = (f"q·d_train = {bits}·{dims[-1]:g} = {bits * dims[-1]:g} bits"
+                       + (f" + {chosen:.4g} bits for the tuned lr and steps" if chosen else ""))
     else:
         info_bits = code
         information = f"mean code length = {code:.6g} bits (an estimate of E|c|)"

@@ -156,6 +156,11 @@ class Candidates:
         return [(lr, s) for lr in self.lrs for s in self.steps]
 
 
+def grid_text(values) -> str:
+    """Values as comma-separated text, floats by ``repr`` (read back exactly by ``float``)."""
+    return ",".join(repr(float(v)) if isinstance(v, float) else str(v) for v in values)
+
+
 def validation_split(n: int, fraction: float) -> tuple[int, int]:
     """``(n_fit, n_val)`` for n training examples: ``n_val = max(1, round(fraction * n))`` (halves
     round up), ``n_fit = n - n_val``; both must be at least 1."""
@@ -212,7 +217,7 @@ class Selection:
         by ``repr``, so ``parse_lrs`` / ``parse_steps`` / ``float`` read them back exactly; NaN as
         ``nan``); ``as_arrays`` gives the same values as numpy arrays.
         """
-        join = lambda values: ",".join(repr(float(v)) if isinstance(v, float) else str(v) for v in values)
+        join = grid_text
         return {
             "tune_lr": float(self.lr),
             "tune_steps": int(self.steps),

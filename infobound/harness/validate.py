@@ -21,22 +21,22 @@ from .sweep import SweepConfig, SweepPlan, linear_layers, plan_sweep
 SETTINGS_FILE = "sweep.json"
 # Settings that change what a record means without being part of the report's configuration columns:
 # one folder holds one value of each, so the report never averages across them.
-FOLDER_WIDE = ("kind", "task", "steps", "lr", "clip", "targets")
+FOLDER_WIDE = ("kind", "task", "steps", "lr", "clip", "targets", "split", "batch_size", "tune_lrs", "tune_steps_grid")
 MAX_WORKERS = 256
 
 
-def check_sweep(config: SweepConfig, out) -> tuple[SweepConfig, object, SweepPlan]:
-    """Every check that can fail, before any training or any file is written.
-
-    Returns the config with its targets in canonical form (the task default written out becomes
-    ``None``, names in model order), the opened ``RunStore`` and the sweep's plan (size, estimate).
-    """
-    from .store import RunStore
-    from .tasks import get_task
+def check_config(config: SweepConfig) -> tuple[SweepConfig, object]:
+    """The checks of ``config`` against its task, reading and writing no file: returns the config
+    in canonical form (task name, split resolved, the task default targets as ``None``, names in
+    model order) and the task."""
+    from .tasks import canonical_task_name, get_task
 
     config = check_instance("config", config, SweepConfig, "a SweepConfig")
-    out = check_path("out", out)
-    task = get_task(config.task)  # unknown task: InputError listing the tasks
+    task = get_task(config.task)  # unknown task, model or shift: InputError listing the allowed ones
+    config = replace(config, task=canonical_task_name(config.task))
+    config = replace(config, split=config.resolved_split())
+    if config.split == "per_seed" and not task.resplits:
+        task.resplit(1, 0)  # the task's own refusal, naming the tasks that can
     if config.kind == "cmi":
         if task.max_pairs == 0:
             raise InputError(f"kind 'cmi' needs a task with a loss in [0, 1] and supersamples (digits, "
@@ -49,19 +49,50 @@ def check_sweep(config: SweepConfig, out) -> tuple[SweepConfig, object, SweepPla
     if config.kind == "seeds" and too_many:
         raise InputError(f"n must be at most {task.max_n} for task {config.task} (the size of its "
                          f"target training pool), got {too_many[0]}")
-    all_layers = linear_layers(task.base_model())
+    if config.candidates() is not None:
+        from .tuning import validation_split
+
+        for n in config.ns:  # the validation split must leave examples on both sides
+            validation_split(n, config.validation_fraction)
+    all_layers = _task_layers(task)
     default = select_layers(all_layers, task.default_targets, model=f"task {config.task}")
     targets = config.targets or task.default_targets
     layers = select_layers(all_layers, targets, model=f"task {config.task}")
     config = replace(config, targets=_canonical_targets(layers, targets, default))
     if any(m is not Mode.FULL for m in config.modes):
         check_rank(max(config.ranks), layers)  # names the layer that limits the rank
+    return config, task
+
+
+def _task_layers(task) -> list:
+    """The task network's ``nn.Linear`` layers, read from an untrained copy where the task has one
+    (no pretraining just to check names and shapes); the global torch RNG is left untouched."""
+    import torch
+
+    if not hasattr(task, "architecture"):
+        return linear_layers(task.base_model())
+    with torch.random.fork_rng(devices=[]):
+        return linear_layers(task.architecture())
+
+
+def check_sweep(config: SweepConfig, out) -> tuple[SweepConfig, object, SweepPlan]:
+    """Every check that can fail, before any training or any file is written.
+
+    Returns the config in canonical form (``check_config``), the opened ``RunStore`` and the
+    sweep's plan (size, estimate).
+    """
+    from .store import RunStore
+
+    out = check_path("out", out)
+    config, task = check_config(config)
+    all_layers = _task_layers(task)
     _check_folder(out)
     RunStore.check_writable(out)
     store = RunStore(out)  # a foreign, damaged or incompatible store: InputError, file untouched
     try:
         _check_same_settings(store, config)
-        plan = plan_sweep(config, store, all_layers, int(task.test_set()[0].shape[0]), 1)
+        plan = plan_sweep(config, store, all_layers, int(task.test_set()[0].shape[0]), 1,
+                          tokens=task.tokens_per_example, default_batch=task.default_batch_size)
     except BaseException:
         store.close()
         raise
@@ -185,6 +216,7 @@ def write_report(out, records=None, *, skip_damaged: bool = False, bounds=None, 
     meta = {"title": f"infobound validate: task {records[0]['task']}", **_describe_setting(out, records[0]),
             "sections": [_linreg_table(records), tightness_markdown(tight), _asymmetry_section(out, records, summary.notes)]}
     meta["sections"].append(quantisation_markdown(quantised))
+    meta["sections"].append(tuning_markdown(records))
     csv_path = report.write_csv(records, out / "records.csv")
     plots = figures.write_plots(records, out, tightness=tight)
     meta["plots"] = [str(p) for p in plots]
@@ -193,6 +225,40 @@ def write_report(out, records=None, *, skip_damaged: bool = False, bounds=None, 
             "tightness_table": format_tightness(tight), "csv": csv_path,
             "markdown": md_path, "plots": list(plots), "skipped_plots": list(plots.skipped),
             "records": len(records), "quantisation": quantised, "clipping": clipping}
+
+
+def tuning_markdown(records: list[dict]) -> str:
+    """The "Tuning" section: per configuration, the lr and steps chosen on the validation split, the
+    validation error of every candidate and the bits every bound paid ("" when nothing was tuned)."""
+    groups: dict[tuple, dict] = {}
+    for r in records:
+        if r.get("tune_lr") is not None:
+            groups.setdefault((r["task"], r["mode"], r["rank"], r["n"]), r)
+    if not groups:
+        return ""
+    first = next(iter(groups.values()))
+    lines = ["## Tuning: learning rate and steps chosen on a validation split", "",
+             f"Each configuration chose one (lr, steps) from the grid lr ∈ {{{first['tune_lrs']}}} × steps ∈ "
+             f"{{{first['tune_steps_grid']}}} ({first['tune_candidates']} candidates): every run held out "
+             f"the last {first['tune_n_val']} of its n training examples (validation fraction), trained "
+             "each candidate on the rest, and the candidate with the lowest mean validation 0-1 error "
+             "over the configuration's runs (ties: lower validation loss, smaller lr, fewer steps) was "
+             "then trained on all n. The test set never entered the choice. Every bound and certificate "
+             f"of these runs pays log2({first['tune_candidates']}) = {first['tune_bits']:.4g} bits for it "
+             "(one choice shared by the runs of a configuration, so they are not independent draws of a "
+             "fixed algorithm: the intervals over seeds are conditional on the choice).", "",
+             "| task | mode | rank | n | n fit / val | chosen lr | chosen steps | validation error of the choice | "
+             "validation errors (lr-major grid order) |", "|---|---|---|---|---|---|---|---|---|"]
+    for (task, mode, rank, n), r in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        errors = [float(v) for v in str(r["tune_validation_errors"]).split(",")]
+        lrs = [float(v) for v in str(r["tune_lrs"]).split(",")]
+        steps = [int(v) for v in str(r["tune_steps_grid"]).split(",")]
+        chosen = lrs.index(float(r["tune_lr"])) * len(steps) + steps.index(int(r["tune_steps"]))
+        lines.append(f"| {task} | {mode} | {'—' if mode == Mode.FULL.value else rank} | {n} | "
+                     f"{r['tune_n_fit']} / {r['tune_n_val']} | {r['tune_lr']:g} | {r['tune_steps']} | "
+                     f"{errors[chosen]:.4f} | "
+                     + ", ".join(f"{e:.3f}" for e in errors) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _asymmetry_section(out: Path, records: list[dict], notes: list[str]) -> str:
@@ -382,16 +448,27 @@ def _settings(config: SweepConfig) -> dict:
     return settings
 
 
+def _grid_text(values) -> str | None:
+    from .tuning import grid_text
+
+    return None if values is None else grid_text(values)
+
+
 def _check_same_settings(store, config: SweepConfig) -> None:
     stored = store.records()
     if not stored:
         return
     wanted = {"kind": config.kind, "task": config.task, "steps": config.steps, "lr": config.lr,
-              "clip": config.clip, "targets": None if config.targets is None else ",".join(config.targets)}
+              "clip": config.clip, "targets": None if config.targets is None else ",".join(config.targets),
+              "split": config.split, "batch_size": config.batch_size,
+              "tune_lrs": _grid_text(config.tune_lrs), "tune_steps_grid": _grid_text(config.tune_steps)}
     first = stored[0]
     have = {k: first.get(k) for k in FOLDER_WIDE}
     have["kind"] = have["kind"] or "seeds"
-    differ = [k for k in FOLDER_WIDE if have[k] != wanted[k]]
+    have["split"] = have["split"] or "fixed"  # records written before splits were a setting
+    tuned = config.candidates() is not None or have["tune_lrs"] is not None
+    compared = [k for k in FOLDER_WIDE if not (tuned and k in ("lr", "steps"))]  # tuned runs record their choice
+    differ = [k for k in compared if have[k] != wanted[k]]
     if differ:
         pairs = ", ".join(f"{k}={have[k]!r} (asked {wanted[k]!r})" for k in differ)
         raise InputError(f"--out {str(store.folder)!r} holds runs of another sweep setting: {pairs}; "
