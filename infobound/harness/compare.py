@@ -3,7 +3,7 @@
 Each folder is one sweep (one task, e.g. ``mnist:mirror`` or ``mnist/vit:permute``). A row sets, for
 one n, rank and bit width, the claims (i) B-only ≈ LoRA and (ii) A-only > B-only as test-error
 differences with their intervals over seeds, beside the asymmetry the model itself predicts: the
-fraction of LoRA's learned update that B-only (a random A) and the best rank-r adapter capture,
+fraction of LoRA's learned update that B-only (a random A) and A-only (a random B) capture,
 averaged over the adapted layers (``harness.asymmetry``). Decisions are re-made with Holm across
 every claim row of every folder together (one family, α/2 per side), so adding tasks cannot make a
 claim look better. No torch unless a folder holds stored adapters for the asymmetry columns.
@@ -44,8 +44,8 @@ class CompareRow:
     b_only_test: float
     captured_b_only: float
     """Mean over adapted layers of the fraction of LoRA's update a random-A (B-only) adapter captures."""
-    captured_best: float
-    """The same for the best rank-r adapter (the fraction's upper limit)."""
+    captured_a_only: float
+    """The same for an A-only adapter (a random B, Lemma 4.2): below the B-only fraction predicts (ii)."""
 
 
 def _side(task_name: str) -> str:
@@ -58,7 +58,7 @@ def _side(task_name: str) -> str:
 
 
 def _asymmetry(folder: Path, records: list[dict]) -> dict[tuple, tuple[float, float]]:
-    """(task, rank, n, bits) -> (mean B-only fraction, mean best fraction) over the adapted layers."""
+    """(task, rank, n, bits) -> (mean B-only fraction, mean A-only fraction) over the adapted layers."""
     from ..extras import HARNESS, missing
     from .store import open_for_reading
 
@@ -74,7 +74,7 @@ def _asymmetry(folder: Path, records: list[dict]) -> dict[tuple, tuple[float, fl
         arrays = store.arrays_many(lora)
     out: dict[tuple, list] = {}
     for row in asymmetry_rows(records, arrays, get_task(records[0]["task"])):
-        out.setdefault((row.task, row.rank, row.n, row.bits), []).append((row.b_only, row.best))
+        out.setdefault((row.task, row.rank, row.n, row.bits), []).append((row.b_only, row.a_only))
     return {k: (sum(b for b, _ in v) / len(v), sum(b for _, b in v) / len(v)) for k, v in out.items()}
 
 
@@ -113,7 +113,7 @@ def comparison_rows(folders, *, margin: float | None = None, confidence: float =
     nan = math.nan
     for (task, n, rank, bits), cell in cells.items():
         i, ii, ctx = cell.get("i"), cell.get("ii"), cell["ctx"]
-        b_only, best = ctx["asym"].get((task, rank, n, bits), (nan, nan))
+        b_only, a_only = ctx["asym"].get((task, rank, n, bits), (nan, nan))
         rows.append(CompareRow(
             task=task, side=_side(task), n=n, rank=rank, bits=bits,
             seeds=(i or ii).seeds,
@@ -123,7 +123,7 @@ def comparison_rows(folders, *, margin: float | None = None, confidence: float =
             a_worse_than_b=decided[id(ii)] if ii else "—",
             lora_test=ctx["tests"].get((task, n, rank, bits, "lora"), nan),
             b_only_test=ctx["tests"].get((task, n, rank, bits, "b_only"), nan),
-            captured_b_only=b_only, captured_best=best,
+            captured_b_only=b_only, captured_a_only=a_only,
         ))
     rows.sort(key=lambda r: (r.task, r.n, r.rank, -1 if r.bits is None else r.bits))
     return rows
@@ -140,23 +140,24 @@ def _ci(pair: tuple[float, float]) -> str:
 
 
 HEADER = ["task", "side", "n", "rank", "bits", "seeds", "LoRA test", "B-only test", "B−LoRA [CI]", "(i) B≈LoRA",
-          "A−B [CI]", "(ii) A>B", "captured: B-only", "captured: best"]
+          "A−B [CI]", "(ii) A>B", "captured: B-only", "captured: A-only"]
 
 
 def _cells(r: CompareRow) -> list[str]:
     return [r.task, r.side, str(r.n), str(r.rank), "none" if r.bits is None else str(r.bits), str(r.seeds),
             _num(r.lora_test), _num(r.b_only_test), f"{_num(r.b_minus_lora, True)} {_ci(r.b_minus_lora_ci)}",
             r.b_equals_lora, f"{_num(r.a_minus_b, True)} {_ci(r.a_minus_b_ci)}", r.a_worse_than_b,
-            _num(r.captured_b_only), _num(r.captured_best)]
+            _num(r.captured_b_only), _num(r.captured_a_only)]
 
 
 LEGEND = ("Test errors are means over seeds; B−LoRA and A−B are seed-matched differences of test error "
           "with their 95% t-intervals over seeds (what they cover: see each folder's summary.md). (i) "
           "and (ii) are decided with Holm across every row of this table (α/2 per side): yes, no or "
           "unclear. captured: the fraction of LoRA's learned update ΔW (measured on the target inputs' "
-          "second moment Σ) that B-only with a random A captures in expectation, and that the best "
-          "rank-r adapter captures; averaged over the adapted layers (THEORY §2, Lemmas 4.1/4.2). "
-          "A small B-only fraction beside a large best one predicts B-only falls behind LoRA.")
+          "second moment Σ) that a rank-r adapter with a random A (B-only, Lemma 4.1) or a random B "
+          "(A-only, Lemma 4.2) captures in expectation, averaged over the adapted layers (THEORY §2); "
+          "LoRA itself captures 1. A small B-only fraction predicts B-only falls behind LoRA; an A-only "
+          "fraction below B-only's predicts claim (ii).")
 
 
 def comparison_markdown(rows: list[CompareRow]) -> str:
