@@ -50,3 +50,11 @@ def write_file(path, data: bytes | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, data)
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one file or folder name: ``/`` becomes ``-``, ``:`` and anything else outside
+    letters, digits, ``.``, ``_``, ``-`` become ``_`` (``mnist/vit:permute`` -> ``mnist-vit_permute``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(text).replace("/", "-"))

@@ -105,3 +105,17 @@ def test_cli_checks_every_task_before_training(tmp_path, capsys):
     assert "task must be one of" in capsys.readouterr().err
     code = main(["validate", "--task", "digits,digits", "--out", str(out), "--no-progress"])
     assert code == 2 and not out.exists()
+
+
+def test_report_on_a_folder_of_sweeps_rewrites_the_comparison(two, tmp_path, capsys):
+    import shutil
+
+    from infobound.cli import main
+
+    parent = tmp_path / "both"
+    for folder, name in zip(two, ("digits", "digits_flip")):
+        shutil.copytree(folder, parent / name)
+    assert main(["report", str(parent)]) == 0
+    text = (parent / "comparison.md").read_text()
+    assert "| digits:flip |" in text and "| digits |" in text
+    assert (parent / "digits_flip" / "summary.md").is_file()

@@ -62,3 +62,16 @@ def test_either_module_imports_first_in_a_fresh_process():
     for source in (code, other):
         done = subprocess.run([sys.executable, "-c", source], cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_plot_names_of_tasks_with_a_model_and_a_shift_are_plain_file_names(tmp_path):
+    from infobound.files import safe_name
+
+    assert safe_name("mnist/vit:permute") == "mnist-vit_permute"
+    assert safe_name("digits") == "digits" and safe_name("a b/c") == "a_b-c"
+    named = [dict(r, task="mnist/vit:permute") for r in records()]
+    files = figures.write_plots(named, tmp_path)
+    assert files and all(Path(f).parent == tmp_path for f in files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(f).name for f in files)
+    assert all(Path(f).name.startswith(("test_error_mnist-vit_permute", "gap_vs_rank_mnist-vit_permute"))
+               for f in files)

@@ -205,7 +205,9 @@ def _run_validate(args) -> int:
 
 def task_folder(task: str) -> str:
     """The subfolder of a task's sweep when ``--task`` lists several: ``mnist/vit:permute`` -> ``mnist-vit_permute``."""
-    return task.replace("/", "-").replace(":", "_")
+    from ..files import safe_name
+
+    return safe_name(task)
 
 
 def _validate_one(args, config: SweepConfig, out) -> None:
@@ -235,19 +237,36 @@ def _print_plan(plan, config: SweepConfig) -> None:
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", metavar="DIR", help="a folder written by infobound validate")
+    parser.add_argument("dir", metavar="DIR", help="a folder written by infobound validate (one holding the subfolders of --task A,B also rewrites its comparison.md)")
     parser.add_argument("--skip-damaged", action="store_true",
                         help="report the readable records of a store some of whose records are damaged")
     _bounds_argument(parser)
 
 
 def _run_report(args) -> int:
+    from pathlib import Path
+
+    from .store import RunStore
     from .validate import write_report
 
-    result = write_report(args.dir, skip_damaged=args.skip_damaged, bounds=args.bounds)
-    print(result["table"])
-    print("\n" + result["tightness_table"])
-    _print_outputs(result)
+    folder = Path(args.dir)
+    subfolders = sorted(p.parent for p in folder.glob(f"*/{RunStore.FILENAME}")) if folder.is_dir() else []
+    if (folder / RunStore.FILENAME).is_file() or not subfolders:
+        result = write_report(args.dir, skip_damaged=args.skip_damaged, bounds=args.bounds)
+        print(result["table"])
+        print("\n" + result["tightness_table"])
+        _print_outputs(result)
+        return 0
+    from .compare import format_comparison, write_comparison  # a folder of `validate --task A,B` sweeps
+
+    for sub in subfolders:
+        print(f"\n=== {sub}")
+        result = write_report(sub, skip_damaged=args.skip_damaged, bounds=args.bounds)
+        print(result["table"])
+        _print_outputs(result)
+    path, rows = write_comparison(subfolders, folder / "comparison.md")
+    print("\n" + format_comparison(rows))
+    print(f"comparison: {path}")
     return 0
 
 

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import InputError
-from ..files import write_file
+from ..files import safe_name, write_file
 from .rows import MODE_ORDER, ConfigRow, config_rows, normalize_records, series
 from .stats import Interval, loglog_slope
 from .tightness import BOUND_KINDS, Tightness, TightRow
@@ -282,7 +282,7 @@ def write_plots(records, out_dir, confidence: float = 0.95, n_boot: int = 2000,
         cells.setdefault(("n", c.task, c.n, c.bits), []).append(c)
         cells.setdefault(("rank", c.task, c.rank, c.bits), []).append(c)
     for (fixed, task, value, bits), cs in sorted(cells.items(), key=lambda kv: str(kv[0])):
-        tag = f"{task}_{'n' if fixed == 'n' else 'r'}{value}_q{bits or 'none'}"
+        tag = f"{safe_name(task)}_{'n' if fixed == 'n' else 'r'}{value}_q{bits or 'none'}"
         if fixed == "n":
             files.append(_save(_test_error(cs, pct), out / f"test_error_{tag}.png"))
             if len({c.rank for c in cs if c.rank > 0}) >= 2:
@@ -295,7 +295,7 @@ def write_plots(records, out_dir, confidence: float = 0.95, n_boot: int = 2000,
             files.skipped.append(f"gap vs n for {tag}: one n only ({cs[0].n})")
     for task, n, bits in sorted({(r.task, r.n, r.bits) for r in (tightness.rows if tightness else ())},
                                 key=str):
-        tag = f"{task}_n{n}_q{bits if bits is not None else 'none'}"
+        tag = f"{safe_name(task)}_n{n}_q{bits if bits is not None else 'none'}"
         if not any(r.rank > 0 for r in tightness.rows if (r.task, r.n, r.bits) == (task, n, bits)):
             files.skipped.append(f"tightness for {tag}: no mode with a rank (full has none)")
             continue
