@@ -1,0 +1,540 @@
+"""From Hugging Face PEFT and transformers to an ``AdapterSpec``: count what a PEFT LoRA adapter trains.
+
+``spec_from_peft(model)`` reads a ``PeftModel`` (or a model with LoRA layers injected by PEFT) and
+returns the ``AdapterSpec`` whose ``trainable_params`` equals PEFT's
+``model.get_nb_trainable_parameters()[0]``: every LoRA layer with its own ``d_in``, ``d_out`` and rank
+(``rank_pattern`` respected), the mode read from which factors have ``requires_grad``, and every other
+trained tensor (``modules_to_save`` heads, biases under ``bias="all"``/``"lora_only"``, DoRA's
+magnitude vectors, ``lora_bias``) in ``extra``. ``describe_peft`` returns the same spec with the
+scaling of every layer (α/r, or α/√r under rsLoRA) and notes, which the spec has no field for.
+
+``make_b_only(model, seed)`` turns a PEFT adapter into the paper's B-only adapter: every ``lora_A`` is
+redrawn as a seeded random matrix with orthonormal rows and frozen, so the frozen factor costs only
+its seed; ``check_b_only`` refuses a model where a ``lora_A`` trains again or was changed.
+
+``spec_from_hf_config(config, targets, rank, mode)`` builds any architecture transformers knows from
+its ``config.json`` on the meta device (no weights, no download) and adapts its linear layers with
+PEFT's matching rule, so that a bound needs no preset.
+
+torch, transformers and peft are imported inside the functions: without the ``hf`` extra
+(``pip install "infobound[hf]"``) the module imports, and each function raises one ``InputError``
+naming what to install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .errors import InputError
+from .extras import MissingExtra, missing
+from .presets import ALL_LINEAR, parse_targets
+from .spec import AdapterSpec, FrozenInit, LayerSpec, Mode
+from .validation import check_int, describe
+
+__all__ = [
+    "B_ONLY_ATTRIBUTE",
+    "PeftReport",
+    "check_b_only",
+    "describe_peft",
+    "make_b_only",
+    "spec_from_hf_config",
+    "spec_from_peft",
+]
+
+HF = {"torch": "torch", "transformers": "transformers", "peft": "peft"}
+HF_CONFIG = {"torch": "torch", "transformers": "transformers"}
+INSTALL_HF = 'pip install "infobound[hf]" "torch==2.13.0"'
+
+B_ONLY_ATTRIBUTE = "infobound_b_only"
+"""Attribute of the (base) model where ``make_b_only`` records, per adapter, the seed of the frozen
+draws: ``{adapter_name: {"seed", "init", "layers": {name: layer seed}, "digests": {name: sha256}}}``."""
+
+# LoraConfig options whose factors are not the plain A: (r, d_in), B: (d_out, r) of a LoRA layer, or
+# whose trained tensors the modes cannot name.
+_UNSUPPORTED_OPTIONS = {
+    "use_qalora": "QA-LoRA (lora_A reads group-pooled inputs)",
+    "use_bdlora": "block-diagonal LoRA",
+    "monteclora_config": "MonteCLoRA (trains a variational posterior over the factors)",
+    "kasa_config": "KaSA (trains singular values beside the factors)",
+    "arrow_config": "Arrow routing (trains a router over several adapters)",
+}
+
+
+def _require(what: str, modules: dict[str, str] = HF) -> None:
+    """One ``MissingExtra`` line naming what is missing and the install command of the hf extra."""
+    absent = missing(modules)
+    if absent:
+        raise MissingExtra(f"{what} needs {' and '.join(absent)}, which {'is' if len(absent) == 1 else 'are'} "
+                           f"not installed: {INSTALL_HF}")
+
+
+# ------------------------------------------------------------------------------------ reading
+@dataclass(frozen=True)
+class PeftReport:
+    """What ``describe_peft`` measured: the spec, and what the spec has no field for."""
+
+    spec: AdapterSpec
+    adapter_name: str
+    scaling: Mapping[str, float]
+    """Layer name -> the factor PEFT multiplies ``B A`` by: ``lora_alpha / r``, or ``/ √r`` (rsLoRA)."""
+    rslora: bool
+    b_only_seed: int | None
+    """The seed recorded by ``make_b_only`` when the mode is ``b_only`` and the record still holds."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _base_model(model):
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def _peft_config(model, adapter_name: str):
+    configs = getattr(model, "peft_config", None)
+    if isinstance(configs, Mapping):
+        return configs.get(adapter_name)
+    return None
+
+
+def _lora_layers(model, adapter_name: str) -> list[tuple[str, object]]:
+    """``(name, layer)`` of every PEFT LoRA layer of ``model`` carrying ``adapter_name``."""
+    from peft.tuners.lora import LoraLayer
+
+    base = _base_model(model)
+    all_layers = [(n, m) for n, m in base.named_modules() if isinstance(m, LoraLayer)]
+    _check_peft_type(model, adapter_name)
+    if not all_layers:
+        raise InputError(
+            f"the model ({type(model).__name__}) has no PEFT LoRA layer; wrap it with "
+            "peft.get_peft_model(model, LoraConfig(...)) first"
+        )
+    layers = [(n, m) for n, m in all_layers if adapter_name in m.r]
+    if not layers:
+        names = sorted({a for _, m in all_layers for a in m.r})
+        raise InputError(f"adapter_name {adapter_name!r} is not an adapter of the model; its LoRA "
+                         f"adapters: {', '.join(map(repr, names))}")
+    return layers
+
+
+def _check_peft_type(model, adapter_name: str) -> None:
+    config = _peft_config(model, adapter_name)
+    if config is None:
+        return
+    peft_type = str(getattr(getattr(config, "peft_type", None), "value", getattr(config, "peft_type", "")))
+    if peft_type and peft_type.upper() != "LORA":
+        raise InputError(
+            f"adapter {adapter_name!r} is a {peft_type} adapter; only LoRA (LoraConfig, with DoRA, "
+            "rsLoRA, bias and modules_to_save) maps to an AdapterSpec"
+            + ("; VeRA trains scaling vectors over shared frozen random factors, which no mode "
+               "counts" if peft_type.upper() == "VERA" else "")
+        )
+
+
+def _check_variant(model, adapter_name: str, layers) -> None:
+    config = _peft_config(model, adapter_name)
+    if config is not None:
+        for option, what in _UNSUPPORTED_OPTIONS.items():
+            if getattr(config, option, None):
+                raise InputError(f"adapter {adapter_name!r} uses {what} ({option}); its trained "
+                                 "parameters are not those of the lora, b_only or a_only modes")
+    for name, layer in layers:
+        module = type(layer).__module__
+        if not module.startswith("peft.tuners.lora"):
+            raise InputError(f"layer {name!r} is a {type(layer).__name__} from {module}; only LoRA "
+                             "layers (peft.tuners.lora) map to an AdapterSpec")
+
+
+def _factors(layer, adapter_name: str):
+    """The A and B weight tensors of one LoRA layer for ``adapter_name``."""
+    if adapter_name in layer.lora_A:
+        return layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
+    return layer.lora_embedding_A[adapter_name], layer.lora_embedding_B[adapter_name]
+
+
+def _mode_of(a_trains: bool, b_trains: bool) -> Mode | None:
+    return {(True, True): Mode.LORA, (False, True): Mode.B_ONLY, (True, False): Mode.A_ONLY}.get(
+        (a_trains, b_trains))
+
+
+def describe_peft(model, adapter_name: str = "default", bits: int = 16) -> PeftReport:
+    """The ``AdapterSpec`` of a PEFT LoRA adapter, with each layer's scaling and notes.
+
+    What trains is read from ``requires_grad``, as PEFT's ``get_nb_trainable_parameters`` does:
+
+    * each LoRA layer's rank is its own ``layer.r[adapter_name]`` (``rank_pattern``), its ``d_in`` and
+      ``d_out`` those of the factors (``A: (r, d_in)``, ``B: (d_out, r)``; a conv layer's ``d_in`` is
+      ``in_channels · kernel size``);
+    * the mode: both factors train -> ``lora``, only ``lora_B`` -> ``b_only`` (LoRA-FA, or
+      ``make_b_only``), only ``lora_A`` -> ``a_only``. Layers in different modes are refused: the spec
+      has one mode;
+    * ``extra``: DoRA's magnitude vectors (``dora_magnitude``, ``d_out`` per layer), ``lora_bias``
+      (``lora_B``'s bias), trained biases (``bias``: ``bias="all"`` or ``"lora_only"``), each
+      ``modules_to_save`` copy (``modules_to_save:<module>``), trainable tokens, and any other tensor
+      with ``requires_grad`` (``other``, named in a note).
+
+    Refused with ``InputError``: a model without LoRA layers, an ``adapter_name`` it does not carry,
+    a non-LoRA PEFT method (VeRA, AdaLoRA, IA3, ...), LoRA options whose trained tensors the modes
+    cannot express (QA-LoRA, block-diagonal LoRA, MonteCLoRA, KaSA, Arrow), layers of the adapter that
+    train no factor, and trainable tensors of another adapter.
+    """
+    _require("spec_from_peft")
+    from peft.utils import ModulesToSaveWrapper
+
+    adapter_name = str(adapter_name)
+    bits = check_int("bits", bits, 1, 64)
+    layers = _lora_layers(model, adapter_name)
+    _check_variant(model, adapter_name, layers)
+    base = _base_model(model)
+
+    factor_ids: set[int] = set()
+    by_mode: dict[Mode | None, list[str]] = {}
+    specs, scaling, ranks = [], {}, []
+    for name, layer in layers:
+        a, b = _factors(layer, adapter_name)
+        rank = int(layer.r[adapter_name])
+        if a.shape[0] != rank or a.numel() % rank or b.numel() % rank:
+            raise InputError(f"layer {name!r}: lora_A of shape {tuple(a.shape)} and lora_B of shape "
+                             f"{tuple(b.shape)} do not have rank r = {rank}")
+        d_in, d_out = a.numel() // rank, b.numel() // rank
+        factor_ids.update((id(a), id(b)))
+        mode = _mode_of(a.requires_grad, b.requires_grad)
+        by_mode.setdefault(mode, []).append(name)
+        ranks.append(rank)
+        specs.append((name, d_in, d_out, rank))
+        scaling[name] = float(layer.scaling[adapter_name])
+    if len(by_mode) > 1 or None in by_mode:
+        found = "; ".join(f"{'no factor' if m is None else m}: {', '.join(n[:3])}"
+                          f"{f' and {len(n) - 3} more' if len(n) > 3 else ''}"
+                          for m, n in by_mode.items())
+        raise InputError(
+            f"the LoRA layers of adapter {adapter_name!r} do not train the same factors ({found}); PEFT's "
+            "model.get_model_status() reports requires_grad 'irregular'. An AdapterSpec has one mode: "
+            "freeze or unfreeze lora_A / lora_B alike in every layer (or call make_b_only again)"
+        )
+    mode = next(iter(by_mode))
+
+    wrappers = {n: m for n, m in base.named_modules() if isinstance(m, ModulesToSaveWrapper)}
+    layer_prefixes = [n for n, _ in layers]
+    extra: dict[str, int] = {}
+    others: list[str] = []
+    for pname, p in base.named_parameters():
+        if not p.requires_grad or id(p) in factor_ids:
+            continue
+        key = _extra_key(pname, adapter_name, layer_prefixes, wrappers)
+        if key == "other":
+            others.append(pname)
+        extra[key] = extra.get(key, 0) + p.numel()
+
+    uniform = len(set(ranks)) == 1
+    spec = AdapterSpec(
+        tuple(LayerSpec(n, i, o, None if uniform else r) for n, i, o, r in specs),
+        rank=max(ranks), mode=mode, bits=bits, extra=extra,
+    )
+    config = _peft_config(model, adapter_name)
+    rslora = bool(getattr(config, "use_rslora", False))
+    notes = []
+    values = sorted(set(scaling.values()))
+    rule = "lora_alpha/sqrt(r) (rsLoRA)" if rslora else "lora_alpha/r"
+    notes.append(f"scaling {rule}: " + ", ".join(f"{v:g}" for v in values[:5]) +
+                 (f" and {len(values) - 5} more" if len(values) > 5 else "") + "; the bound does not depend on it")
+    if others:
+        notes.append(f"{len(others)} other trainable tensor(s) counted in extra['other']: "
+                     + ", ".join(others[:5]) + (" ..." if len(others) > 5 else ""))
+    seed = None
+    if mode is Mode.B_ONLY:
+        record = getattr(base, B_ONLY_ATTRIBUTE, {}).get(adapter_name)
+        if record is not None and _record_holds(layers, adapter_name, record):
+            seed = record["seed"]
+            notes.append(f"lora_A frozen at the orthonormal draw of make_b_only, seed {seed}")
+        else:
+            notes.append("lora_A is frozen but was not drawn by make_b_only (or changed since): its "
+                         "draw has no recorded seed; call make_b_only(model, seed) before training")
+    return PeftReport(spec, adapter_name, scaling, rslora, seed, tuple(notes))
+
+
+def spec_from_peft(model, adapter_name: str = "default", bits: int = 16) -> AdapterSpec:
+    """The ``AdapterSpec`` of a PEFT LoRA adapter (see ``describe_peft`` for what is counted).
+
+    Its ``trainable_params`` equals ``model.get_nb_trainable_parameters()[0]`` for an unquantised
+    model whose only trainable tensors belong to ``adapter_name``.
+    """
+    return describe_peft(model, adapter_name, bits).spec
+
+
+def _extra_key(pname: str, adapter_name: str, layer_prefixes: list[str], wrappers: Mapping) -> str:
+    for prefix in layer_prefixes:
+        if not pname.startswith(prefix + "."):
+            continue
+        rest = pname[len(prefix) + 1:]
+        if rest.startswith(f"lora_magnitude_vector.{adapter_name}."):
+            return "dora_magnitude"
+        if rest == f"lora_B.{adapter_name}.bias":
+            return "lora_bias"
+        if rest.startswith("base_layer.") and rest.endswith("bias"):
+            return "bias"
+        if rest.startswith("lora_") and f".{adapter_name}." not in f".{rest}":
+            raise InputError(f"{pname!r} of another adapter trains too; train one adapter at a time "
+                             f"(model.set_adapter({adapter_name!r})) or describe that adapter")
+        raise InputError(f"{pname!r} trains inside LoRA layer {prefix!r} but is neither a factor, a DoRA "
+                         "magnitude nor a bias; this LoRA variant is not supported")
+    for wname in wrappers:
+        if pname.startswith(wname + ".modules_to_save."):
+            owner = pname[len(wname) + len(".modules_to_save."):].split(".", 1)[0]
+            if owner != adapter_name:
+                raise InputError(f"{pname!r} (modules_to_save of adapter {owner!r}) trains too; train one "
+                                 f"adapter at a time (model.set_adapter({adapter_name!r}))")
+            return f"modules_to_save:{wname}"
+    if "trainable_tokens_delta" in pname:
+        return "trainable_tokens"
+    if pname.endswith(".bias") or pname == "bias":
+        return "bias"
+    return "other"
+
+
+# ------------------------------------------------------------------------------------ B-only
+def _digest(tensor) -> str:
+    import torch
+
+    data = tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _record_holds(layers, adapter_name: str, record: Mapping) -> bool:
+    digests = record.get("digests", {})
+    for name, layer in layers:
+        a, _ = _factors(layer, adapter_name)
+        if name not in digests or a.requires_grad or _digest(a) != digests[name]:
+            return False
+    return True
+
+
+def make_b_only(model, seed: int, adapter_name: str = "default") -> dict:
+    """Redraw every ``lora_A`` of the adapter as a seeded orthonormal matrix and freeze it (B-only).
+
+    Layer i (the adapter's LoRA layers in model order) draws ``infobound.lora.draw_factor("A", d_in,
+    d_out, r, "orthonormal", derive_seed(seed, i))``: the first r right-singular vectors of a seeded
+    ``Uniform(-0.5, 0.5)`` matrix of W's shape, i.e. ``A: (r, d_in)`` with orthonormal rows, the
+    paper's draw. The draw is made before any data is seen, so the frozen factor costs only its seed.
+    ``lora_A`` gets ``requires_grad=False``; ``lora_B`` (PEFT starts it at zero, so the model still
+    equals the base model) gets ``requires_grad=True``. Nothing else changes.
+
+    Returns (and stores as ``B_ONLY_ATTRIBUTE`` on the base model, so that ``check_b_only`` and
+    ``describe_peft`` find it) ``{"seed", "init", "layers": {name: layer seed}, "digests": {...}}``.
+
+    Two PEFT pitfalls undo this silently:
+
+    * ``model.set_adapter(name)`` (and ``enable_adapter_layers``, ``load_adapter`` with
+      ``is_trainable=True``) sets ``requires_grad=True`` on *both* factors again. After it, PEFT's
+      ``model.get_model_status().requires_grad`` reports ``{name: True}`` instead of
+      ``'irregular'`` (its word for an adapter whose tensors do not all train); a B-only adapter
+      reads ``'irregular'``. Call ``check_b_only`` right before training.
+    * An optimizer built from ``model.parameters()`` updates a frozen tensor as soon as its
+      ``requires_grad`` comes back, and weight decay moves it even without gradients. Build it from
+      ``[p for p in model.parameters() if p.requires_grad]``, after ``check_b_only``.
+
+    Only linear LoRA layers (``lora_A`` an ``nn.Linear`` of weight ``(r, d_in)``) are redrawn; an
+    embedding or convolution LoRA layer is refused.
+    """
+    _require("make_b_only")
+    import torch
+    from .lora import check_seed, derive_seed, draw_factor
+
+    seed = check_seed("seed", seed)
+    adapter_name = str(adapter_name)
+    layers = _lora_layers(model, adapter_name)
+    _check_variant(model, adapter_name, layers)
+    for name, layer in layers:
+        if adapter_name not in layer.lora_A or not isinstance(layer.lora_A[adapter_name], torch.nn.Linear):
+            raise InputError(f"make_b_only redraws linear LoRA layers only; {name!r} is a "
+                             f"{type(layer).__name__} whose lora_A is not an nn.Linear")
+    seeds, digests = {}, {}
+    with torch.no_grad():
+        for index, (name, layer) in enumerate(layers):
+            a = layer.lora_A[adapter_name].weight
+            b = layer.lora_B[adapter_name].weight
+            rank, d_in, d_out = a.shape[0], a.shape[1], b.shape[0]
+            if rank > min(d_in, d_out):
+                raise InputError(f"layer {name!r}: rank {rank} exceeds min(d_in, d_out) = "
+                                 f"{min(d_in, d_out)}; an orthonormal A needs r <= min(d_in, d_out)")
+            layer_seed = derive_seed(seed, index)
+            drawn = draw_factor("A", d_in, d_out, rank, FrozenInit.ORTHONORMAL, layer_seed)
+            if a.device.type == "meta":
+                raise InputError(f"layer {name!r} is on the meta device (no weights); load the model first")
+            a.copy_(drawn.to(dtype=a.dtype, device=a.device))
+            a.requires_grad_(False)
+            b.requires_grad_(True)
+            seeds[name] = layer_seed
+            digests[name] = _digest(a)
+    record = {"seed": seed, "init": FrozenInit.ORTHONORMAL.value, "adapter_name": adapter_name,
+              "layers": seeds, "digests": digests}
+    base = _base_model(model)
+    records = dict(getattr(base, B_ONLY_ATTRIBUTE, {}) or {})
+    records[adapter_name] = record
+    object.__setattr__(base, B_ONLY_ATTRIBUTE, records)  # a plain attribute, not a submodule
+    return record
+
+
+def check_b_only(model, adapter_name: str = "default") -> dict:
+    """Confirm the adapter is still the B-only adapter ``make_b_only`` made; return its record.
+
+    Refused with ``InputError`` (saying how to fix it) when ``make_b_only`` was never called, when any
+    ``lora_A`` trains again (``model.set_adapter(...)`` re-enables it; PEFT's
+    ``get_model_status().requires_grad`` then no longer reads ``'irregular'``), when a ``lora_A``
+    differs from its seeded draw, or when a ``lora_B`` does not train. Build the optimizer from
+    ``[p for p in model.parameters() if p.requires_grad]`` after this check.
+    """
+    _require("check_b_only")
+    adapter_name = str(adapter_name)
+    layers = _lora_layers(model, adapter_name)
+    record = (getattr(_base_model(model), B_ONLY_ATTRIBUTE, None) or {}).get(adapter_name)
+    if record is None:
+        raise InputError(f"adapter {adapter_name!r} was not made B-only; call "
+                         f"make_b_only(model, seed, adapter_name={adapter_name!r}) first")
+    fix = (f"call make_b_only(model, {record['seed']}, adapter_name={adapter_name!r}) again, and build the "
+           "optimizer from [p for p in model.parameters() if p.requires_grad] only")
+    training = [n for n, layer in layers if _factors(layer, adapter_name)[0].requires_grad]
+    if training:
+        more = f" and {len(training) - 3} more" if len(training) > 3 else ""
+        raise InputError(f"lora_A of adapter {adapter_name!r} trains again in {', '.join(training[:3])}{more} "
+                         f"(model.set_adapter(...) re-enables it): {fix}")
+    digests = record.get("digests", {})
+    changed = [n for n, layer in layers if digests.get(n) != _digest(_factors(layer, adapter_name)[0])]
+    if changed:
+        raise InputError(f"lora_A of adapter {adapter_name!r} differs from its seeded draw in "
+                         f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}: {fix}")
+    frozen_b = [n for n, layer in layers if not _factors(layer, adapter_name)[1].requires_grad]
+    if frozen_b:
+        raise InputError(f"lora_B of adapter {adapter_name!r} does not train in {', '.join(frozen_b[:3])}: {fix}")
+    return record
+
+
+# ------------------------------------------------------------------------------ config -> spec
+def _read_config(config_path_or_dict) -> dict:
+    if isinstance(config_path_or_dict, Mapping):
+        data = dict(config_path_or_dict)
+        where = "the config dict"
+    elif isinstance(config_path_or_dict, (str, os.PathLike)):
+        path = os.fspath(config_path_or_dict)
+        if os.path.isdir(path):
+            path = os.path.join(path, "config.json")
+        where = repr(path)
+        if not os.path.isfile(path):
+            raise InputError(f"model config {where} does not exist (give a config.json or its folder)")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"model config {where} is not readable JSON: {exc}") from None
+    else:
+        raise InputError(f"config must be a path to a config.json or a dict, got {describe(config_path_or_dict)}")
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str) or not data["model_type"]:
+        raise InputError(f"{where} is not a transformers model config: it has no \"model_type\" key"
+                         + (" (is it a PEFT adapter_config.json?)" if isinstance(data, dict)
+                            and "peft_type" in data else ""))
+    return data
+
+
+def build_meta_model(config_path_or_dict, auto_class: str = "AutoModel"):
+    """The transformers model of a config, on the meta device (shapes only, no memory, no download)."""
+    _require("spec_from_hf_config", HF_CONFIG)
+    import torch
+    import transformers
+
+    data = _read_config(config_path_or_dict)
+    if not (isinstance(auto_class, str) and auto_class.startswith("AutoModel")
+            and hasattr(transformers, auto_class)):
+        raise InputError(f"auto_class must name a transformers AutoModel class (AutoModel, "
+                         f"AutoModelForSequenceClassification, AutoModelForCausalLM, ...), got {auto_class!r}")
+    model_type = data.pop("model_type")
+    for key in ("architectures", "transformers_version", "_name_or_path", "auto_map"):
+        data.pop(key, None)
+    try:
+        config = transformers.AutoConfig.for_model(model_type, **data)
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"model_type {model_type!r} is not known to transformers "
+                         f"{transformers.__version__}: {' '.join(str(exc).split())[:200]}") from None
+    except TypeError as exc:
+        raise InputError(f"the config of model_type {model_type!r} is invalid: {exc}") from None
+    try:
+        with torch.device("meta"):
+            return getattr(transformers, auto_class).from_config(config)
+    except ValueError as exc:
+        raise InputError(f"{auto_class} cannot build model_type {model_type!r}: "
+                         f"{' '.join(str(exc).split())[:300]}") from None
+
+
+def _linear_modules(model) -> list[tuple[str, int, int]]:
+    """``(name, d_in, d_out)`` of every ``nn.Linear`` and transformers ``Conv1D`` (GPT-2's linear)."""
+    import torch
+
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover - every supported transformers has it
+        Conv1D = ()
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            out.append((name, module.in_features, module.out_features))
+        elif Conv1D and isinstance(module, Conv1D):
+            d_in, d_out = module.weight.shape  # Conv1D stores (nx, nf)
+            out.append((name, int(d_in), int(d_out)))
+    return out
+
+
+def _head_names(model) -> list[str]:
+    """The output head PEFT's ``all-linear`` leaves out: the output embedding (``lm_head``), else a
+    classification head (``classifier``, ``score``, ...); here with every layer inside it."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    candidates = [head] if head is not None else [
+        getattr(model, n, None) for n in ("classifier", "score", "classification_head")]
+    for candidate in candidates:
+        if candidate is not None:
+            return [n for n, m in model.named_modules() if m is candidate][:1]
+    return []
+
+
+def spec_from_hf_config(
+    config_path_or_dict,
+    targets: str | Sequence[str],
+    rank: int = 8,
+    mode: Mode | str = Mode.LORA,
+    bits: int = 16,
+    *,
+    extra: Mapping[str, int] | None = None,
+    auto_class: str = "AutoModel",
+) -> AdapterSpec:
+    """The ``AdapterSpec`` of LoRA on ``targets`` of any model transformers can build from its config.
+
+    ``config_path_or_dict``: a ``config.json``, its folder, or the dict. The model is built with
+    ``auto_class`` (default ``AutoModel``: no task head; ``AutoModelForSequenceClassification`` gives
+    the names PEFT sees under ``task_type="SEQ_CLS"``) on the meta device, so a 70B config takes
+    seconds and no memory. Its ``nn.Linear`` (and GPT-2 ``Conv1D``) modules are matched with PEFT's
+    rule: a module matches a target when its name equals it or ends with ``"." + target``;
+    ``all-linear`` takes every one of them except the output head (``lm_head``, or a classification
+    head such as ``classifier`` or ``score`` with the layers inside it), as PEFT's shorthand does. ``extra`` adds fully trained parameters (a head).
+    """
+    names = parse_targets(targets)
+    model = build_meta_model(config_path_or_dict, auto_class)
+    linears = _linear_modules(model)
+    if not linears:
+        raise InputError(f"the {type(model).__name__} built from the config has no linear layer to adapt")
+    if names == (ALL_LINEAR,):
+        heads = _head_names(model)
+        chosen = {n for n, _, _ in linears if not any(n == h or n.startswith(h + ".") for h in heads)}
+    else:
+        available = ", ".join(dict.fromkeys(n.rsplit(".", 1)[-1] for n, _, _ in linears))
+        chosen = set()
+        for target in names:
+            if target == ALL_LINEAR:
+                raise InputError(f"targets: {ALL_LINEAR} cannot be combined with other module names")
+            hits = {n for n, _, _ in linears if n == target or n.endswith("." + target)}
+            if not hits:
+                raise InputError(f"targets: {target!r} matches no linear module of {type(model).__name__}; "
+                                 f"available: {available}, or {ALL_LINEAR}")
+            chosen |= hits
+    layers = tuple(LayerSpec(n, i, o) for n, i, o in linears if n in chosen)
+    return AdapterSpec(layers, rank=rank, mode=mode, bits=bits, extra=dict(extra or {}))
