@@ -432,6 +432,7 @@ register("presets", "list the preset models, or show one preset's layers", _pres
 
 from .harness import commands as _harness_commands  # noqa: E402,F401 - registers validate and report
 from . import certificate_command as _certificate_command  # noqa: E402,F401 - registers certificate
+from . import peft_command as _peft_command  # noqa: E402,F401 - registers peft
 
 if __name__ == "__main__":  # python -m infobound.cli: run the imported module, where commands registered
     from infobound.cli import main as _main

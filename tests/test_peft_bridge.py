@@ -310,3 +310,50 @@ def test_hf_config_from_a_file_and_bad_input(tmp_path):
         spec_from_hf_config(path, "query", 8, "lora")
     with pytest.raises(InputError, match="auto_class"):
         spec_from_hf_config(path, "q_proj", 8, "lora", auto_class="BertModel")
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def write_adapter(folder, **config):
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"peft_type": "LORA", "task_type": "SEQ_CLS", "r": 8, "lora_alpha": 16,
+            "target_modules": ["query", "value"], "base_model_name_or_path": "roberta-large"}
+    data.update(config)
+    (folder / "adapter_config.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_cli_peft_counts_a_saved_adapter_on_its_base_config(tmp_path, capsys):
+    from infobound.cli import main
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps(ROBERTA_LARGE))
+    adapter = write_adapter(tmp_path / "adapter", rank_pattern={"layer.0.attention.self.query": 4})
+    assert main(["peft", str(adapter), "--base-config", str(base), "--json", "--n", "50000"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    head = 1024 * 1024 + 1024 + 1024 * 2 + 2  # RobertaClassificationHead, 2 labels (modules_to_save)
+    assert record["trainable_params"] == preset_spec("roberta-large", rank=8).trainable_params - 4 * 2048 + head
+    assert record["extra"] == {"modules_to_save:classifier": head} and record["n"] == 50000
+    assert main(["peft", str(adapter), "--base-config", str(base / "config.json")]) == 0
+    assert "seed bound" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-adapter", "adapter config .* does not exist"),
+    ("vera", "is a VERA adapter"),
+    ("bad-target", "does not fit the base model"),
+    ("no-base", "model config .* does not exist"),
+])
+def test_cli_peft_bad_input_is_one_line_and_status_2(tmp_path, capsys, case, message):
+    from infobound.cli import main
+
+    (tmp_path / "config.json").write_text(json.dumps({**ROBERTA_LARGE, "num_hidden_layers": 1}))
+    adapter = {"no-adapter": lambda: tmp_path / "absent",
+               "vera": lambda: write_adapter(tmp_path / "a", peft_type="VERA"),
+               "bad-target": lambda: write_adapter(tmp_path / "a", target_modules=["q_proj"]),
+               "no-base": lambda: write_adapter(tmp_path / "a")}[case]()
+    base = tmp_path / ("nothing" if case == "no-base" else "config.json")
+    assert main(["peft", str(adapter), "--base-config", str(base)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("infobound: error: ")
+    assert __import__("re").search(message, err), err
