@@ -116,6 +116,10 @@ def test_auto_clip_covers_the_largest_candidates():
     (["--model", "resnet", "--task", "mnist"], "model"),
     (["--model", "vit", "--task", "digits"], "task 'digits' has no model setting"),
     (["--split", "per_seed", "--task", "teacher"], "per_seed"),
+    (["--task", "mnist/vit", "--targets", "query"], "q_proj"),
+    (["--task", "mnist:sideways"], "shift must be one of"),
+    (["--task", "mnist/vit:mirror", "--n", "2001"], "n must be at most 2000"),
+    (["--task", "mnist", "--tune-lrs", "0.01,0.03", "--n", "3000"], "n must be at most"),
 ])
 def test_cli_bad_tuning_model_and_split(tmp_path, capsys, argv, message):
     from infobound.cli import main

@@ -250,8 +250,12 @@ def _run_report(args) -> int:
     from .validate import write_report
 
     folder = Path(args.dir)
-    subfolders = sorted(p.parent for p in folder.glob(f"*/{RunStore.FILENAME}")) if folder.is_dir() else []
-    if (folder / RunStore.FILENAME).is_file() or not subfolders:
+    try:  # a folder of `validate --task A,B` sweeps: one store per subfolder, none at the top
+        single = (folder / RunStore.FILENAME).is_file() or not folder.is_dir()
+        subfolders = [] if single else sorted(p.parent for p in folder.glob(f"*/{RunStore.FILENAME}"))
+    except OSError:  # a name the file system refuses: write_report gives the clear error
+        single, subfolders = True, []
+    if single or not subfolders:
         result = write_report(args.dir, skip_damaged=args.skip_damaged, bounds=args.bounds)
         print(result["table"])
         print("\n" + result["tightness_table"])
