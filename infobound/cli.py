@@ -133,6 +133,9 @@ def _add_model_arguments(parser, *, generic: bool = False) -> None:
     source.add_argument("--preset", help=f"a model listed by '{PROG} presets' (default: {default})")
     source.add_argument("--layers", type=_layers, metavar="NAME:D_IN:D_OUT[:RANK],...",
                         help="a custom model instead of a preset; a 4th field gives a layer its own rank")
+    source.add_argument("--hf-config", metavar="PATH",
+                        help="a Hugging Face config.json (or its folder): the model is built on the meta "
+                             "device, no weights, and --targets name its modules (needs infobound[hf])")
     parser.add_argument("--targets", help="comma-separated module names (PEFT suffix matching) or "
                         "all-linear; default: the preset's PEFT default, or every --layers layer")
     parser.add_argument("--num-classes", type=integer_type(1), metavar="C",
@@ -156,6 +159,16 @@ def _build_spec(args, mode: Mode = Mode.LORA) -> AdapterSpec:
     """The ``AdapterSpec`` the options describe (a preset, or the custom ``--layers`` model)."""
     extra = dict(args.extra or {})
     rank, bits = getattr(args, "rank", 1), getattr(args, "bits", 16)  # symbolic: both stay symbols
+    if getattr(args, "hf_config", None) is not None:
+        from .peft_bridge import spec_from_hf_config
+
+        if args.targets is None:
+            raise InputError("--hf-config needs --targets: module names of that model (e.g. q_proj,v_proj) "
+                             "or all-linear")
+        if args.num_classes is not None:
+            raise InputError("--num-classes needs --preset; count a head with --extra head=COUNT instead")
+        return spec_from_hf_config(args.hf_config, args.targets, rank=rank or 8, mode=mode, bits=bits or 16,
+                                   extra=extra)
     if args.layers is None:
         return preset_spec(DEFAULT_PRESET if args.preset is None else args.preset, args.targets, rank=rank, mode=mode,
                            bits=bits, num_classes=args.num_classes, extra=extra)
@@ -170,8 +183,11 @@ def _build_spec(args, mode: Mode = Mode.LORA) -> AdapterSpec:
 
 def _describe_model(args, spec: AdapterSpec) -> str:
     """``roberta-large [query, value]: 48 adapted layers``, for headers and titles."""
-    name = "custom model" if args.layers is not None else get_preset(
-        DEFAULT_PRESET if args.preset is None else args.preset).name
+    if getattr(args, "hf_config", None) is not None:
+        name = f"model of {args.hf_config}"
+    else:
+        name = "custom model" if args.layers is not None else get_preset(
+            DEFAULT_PRESET if args.preset is None else args.preset).name
     modules = ", ".join(dict.fromkeys(layer.name.rsplit(".", 1)[-1] for layer in spec.layers))
     return f"{name} [{modules}]: {len(spec.layers)} adapted layers"
 

@@ -357,3 +357,45 @@ def test_cli_peft_bad_input_is_one_line_and_status_2(tmp_path, capsys, case, mes
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("infobound: error: ")
     assert __import__("re").search(message, err), err
+
+
+def test_cli_bound_from_an_hf_config_equals_the_preset(tmp_path, capsys):
+    import json
+
+    from infobound.cli import main
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA_2_7B))
+    argv = ["bound", "--targets", "q_proj,v_proj", "--rank", "8", "--n", "10000", "--json"]
+    assert main([*argv, "--hf-config", str(path)]) == 0
+    lines = lambda: [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # noqa: E731
+    from_config = lines()
+    assert main([*argv, "--preset", "llama-2-7b"]) == 0
+    from_preset = lines()
+    pick = lambda out: [(b["mode"], b["trainable_params"], b["bound"]) for b in out]  # noqa: E731
+    assert len(from_config) == 4 and pick(from_config) == pick(from_preset)
+    assert from_config[0]["model"].startswith("model of ") and from_config[0]["trainable_params"] == 4194304
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--hf-config needs --targets"),
+    (["--targets", "query"], "q_proj"),
+])
+def test_cli_bound_hf_config_bad_input(tmp_path, capsys, extra, message):
+    import json
+
+    from infobound.cli import main
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA_2_7B))
+    assert main(["bound", "--hf-config", str(path), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_cli_bound_hf_config_missing_file(tmp_path, capsys):
+    from infobound.cli import main
+
+    assert main(["bound", "--hf-config", str(tmp_path / "nope.json"), "--targets", "q_proj"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.json" in err[0]
