@@ -12,6 +12,13 @@ scaling of every layer (α/r, or α/√r under rsLoRA) and notes, which the spec
 redrawn as a seeded random matrix with orthonormal rows and frozen, so the frozen factor costs only
 its seed; ``check_b_only`` refuses a model where a ``lora_A`` trains again or was changed.
 
+``peft_certificate(model, train_error, n)`` is the single-run certificate of a trained adapter: its
+trained tensors are quantised on a grid (one of ``infobound.harness.codes.adaptive_grids()``, the
+choice paid ``log2 24`` bits, or a grid fixed in advance), coded with
+``infobound.codelength.adapter_code_length_from_values`` (a seeded frozen ``lora_A`` of
+``make_b_only`` costs only its seed), and the code length enters ``infobound.certificates.certificate``.
+``choose_peft_grid`` and ``quantise_adapter`` give the grid and the quantised model to measure.
+
 ``spec_from_hf_config(config, targets, rank, mode)`` builds any architecture transformers knows from
 its ``config.json`` on the meta device (no weights, no download) and adapts its linear layers with
 PEFT's matching rule, so that a bound needs no preset.
@@ -37,10 +44,16 @@ from .validation import check_int, describe
 
 __all__ = [
     "B_ONLY_ATTRIBUTE",
+    "PeftCertificate",
     "PeftReport",
+    "adapter_values",
+    "certificate_from_values",
     "check_b_only",
+    "choose_peft_grid",
     "describe_peft",
     "make_b_only",
+    "peft_certificate",
+    "quantise_adapter",
     "spec_from_hf_config",
     "spec_from_peft",
 ]
@@ -409,6 +422,252 @@ def check_b_only(model, adapter_name: str = "default") -> dict:
     if frozen_b:
         raise InputError(f"lora_B of adapter {adapter_name!r} does not train in {', '.join(frozen_b[:3])}: {fix}")
     return record
+
+
+# ------------------------------------------------------------------------------ certificate
+def _seed_code_bits(seed: int) -> int:
+    """Length of the Elias-delta code of ``seed + 1``: a prefix-free code of every seed >= 0, so the
+    seed is paid for whichever one was used."""
+    m = int(seed) + 1
+    width = m.bit_length()
+    return width - 1 + 2 * (width.bit_length() - 1) + 1
+
+
+def _coded_parameters(model, adapter_name: str):
+    """``(params, record)``: name -> tensor of what the adapter's code must hold, in model order, and
+    the ``make_b_only`` record when its seeded ``lora_A`` is charged its seed only (else ``None``).
+
+    Coded: every tensor ``describe_peft`` counts (trained factors, DoRA magnitudes, biases,
+    ``modules_to_save``, ...) and every frozen factor of the adapter's LoRA layers, except the
+    ``lora_A`` of a ``make_b_only`` adapter that ``check_b_only`` accepts."""
+    describe_peft(model, adapter_name)  # validates: one mode, one adapter, LoRA only
+    base = _base_model(model)
+    layers = _lora_layers(model, adapter_name)
+    record = (getattr(base, B_ONLY_ATTRIBUTE, None) or {}).get(adapter_name)
+    if record is not None:
+        record = check_b_only(model, adapter_name)  # refuses an A that trains again or changed
+    seeded = {id(_factors(layer, adapter_name)[0]) for _, layer in layers} if record is not None else set()
+    factor_ids = {id(t) for _, layer in layers for t in _factors(layer, adapter_name)}
+    params = {}
+    for name, p in base.named_parameters():
+        if id(p) in seeded:
+            continue
+        if p.requires_grad or id(p) in factor_ids:
+            if p.device.type == "meta":
+                raise InputError(f"{name!r} is on the meta device (no values); load the adapter's weights first")
+            params[name] = p
+    return params, record
+
+
+def adapter_values(model, adapter_name: str = "default") -> dict:
+    """The values (float64 numpy arrays, model order) of the tensors ``peft_certificate`` codes."""
+    _require("adapter_values")
+    params, _ = _coded_parameters(model, str(adapter_name))
+    return {name: _to_numpy(p) for name, p in params.items()}
+
+
+def _to_numpy(tensor):
+    import torch
+
+    return tensor.detach().to("cpu", torch.float64).numpy()
+
+
+def _max_errors(values: Mapping, grid) -> dict[str, float]:
+    import numpy as np
+
+    out = {}
+    for name, x in values.items():
+        out[name] = float(np.max(np.abs(grid.values(grid.indices(x)) - x)))
+    return out
+
+
+def _choose(values: Mapping, tolerance):
+    """The grid of ``adaptive_grids()`` with the shortest code whose largest quantisation error is at
+    most ``tolerance``; ``None``: the grid with the smallest largest error (ties: shortest code)."""
+    from .codelength import adapter_code_length_from_values
+    from .harness.codes import adaptive_grids
+
+    scored = []
+    for index, grid in enumerate(adaptive_grids()):
+        error = max(_max_errors(values, grid).values())
+        bits = adapter_code_length_from_values(values, grid).total_bits
+        scored.append((error, bits, index, grid))
+    if tolerance is None:
+        return min(scored, key=lambda s: (s[0], s[1], s[2]))[3]
+    feasible = [s for s in scored if s[0] <= tolerance]
+    if not feasible:
+        raise InputError(f"tolerance {tolerance:g} is met by no adaptive grid; the smallest largest "
+                         f"quantisation error among them is {min(s[0] for s in scored):.4g}")
+    return min(feasible, key=lambda s: (s[1], s[0], s[2]))[3]
+
+
+def _check_tolerance(tolerance):
+    import math
+
+    if tolerance is None:
+        return None
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or tolerance < 0:
+        raise InputError(f"tolerance must be None or a finite number >= 0, got {describe(tolerance)}")
+    return float(tolerance)
+
+
+def choose_peft_grid(model, *, adapter_name: str = "default", tolerance=None):
+    """The ``Grid`` that ``peft_certificate(model, ..., grid=None)`` quantises on (see its rule there)."""
+    _require("choose_peft_grid")
+    return _choose(adapter_values(model, adapter_name), _check_tolerance(tolerance))
+
+
+def quantise_adapter(model, grid, *, adapter_name: str = "default") -> float:
+    """Round, in place, every tensor ``peft_certificate`` codes onto ``grid``; return the largest error.
+
+    The tensors become the decoded values of the code (grid points cast to each tensor's dtype); a
+    seeded ``lora_A`` of ``make_b_only`` is not coded and stays as drawn. Measure the training error
+    of the model after this call: that is the error ``peft_certificate`` needs.
+    """
+    _require("quantise_adapter")
+    import torch
+    from .codelength import _as_grid
+
+    grid = _as_grid("grid", grid)
+    params, _ = _coded_parameters(model, str(adapter_name))
+    worst = 0.0
+    with torch.no_grad():
+        for p in params.values():
+            x = _to_numpy(p)
+            q = grid.values(grid.indices(x))
+            worst = max(worst, float(abs(q - x).max()))
+            p.copy_(torch.from_numpy(q).to(dtype=p.dtype, device=p.device))
+    return worst
+
+
+@dataclass(frozen=True)
+class PeftCertificate:
+    """What ``peft_certificate`` computed: the itemised code, the grid and the certificate."""
+
+    code_length_bits: float
+    """``|c(h)|``: the code of the quantised adapter, union-bound charges included."""
+    items: Mapping[str, float]
+    """The code's items (``CodeLength.items``): per tensor its shape, table, length, payload; ``grid``,
+    ``seed``, ``prefix``. They sum to ``code_length_bits``."""
+    grid: object
+    """The ``Grid`` the coded tensors are quantised on."""
+    grid_candidates: int
+    """How many grids the grid was chosen from (paid ``log2`` of it; 1: fixed in advance)."""
+    max_quantisation_error: float
+    """Largest ``|q(x) - x|`` over the coded tensors, on ``grid``: 0 (up to the tensors' dtype) when
+    the adapter was quantised (``quantise_adapter``) before its training error was measured."""
+    quantisation_errors: Mapping[str, float]
+    seed: int | None
+    """The ``make_b_only`` seed whose draw ``lora_A`` is (then not coded), else ``None``."""
+    seed_bits: int
+    train_error: float
+    n: int
+    delta: float
+    occam_kl: float
+    binomial: float
+    best: float
+    best_method: str
+    certificate: object
+    """The ``infobound.certificates.Certificate`` at ``ceil(code_length_bits)`` bits."""
+    code: object = field(repr=False, default=None)
+    """The ``CodeLength`` itself (per-tensor models, entropies, the stream)."""
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        """Plain Python values, ready for JSON."""
+        return {"code_length_bits": self.code_length_bits, "items": dict(self.items),
+                "grid": self.grid.to_dict(), "grid_candidates": self.grid_candidates,
+                "max_quantisation_error": self.max_quantisation_error,
+                "quantisation_errors": dict(self.quantisation_errors), "seed": self.seed,
+                "seed_bits": self.seed_bits, "train_error": self.train_error, "n": self.n,
+                "delta": self.delta, "occam_kl": self.occam_kl, "binomial": self.binomial,
+                "best": self.best, "best_method": self.best_method, "note": self.note}
+
+
+def certificate_from_values(values: Mapping, train_error: float, n: int, *, delta: float = 0.05, grid=None,
+                            grid_candidates: int = 1, tolerance=None, seed: int | None = None) -> PeftCertificate:
+    """``peft_certificate`` on the coded tensors given as arrays (name -> float array, a fixed order).
+
+    ``seed``: the ``make_b_only`` seed of a frozen ``lora_A`` left out of ``values`` (charged the
+    Elias-delta length of ``seed + 1``); ``None``: nothing frozen is left out.
+    """
+    import math
+
+    from .certificates import certificate
+    from .codelength import _as_grid, adapter_code_length_from_values
+    from .harness.codes import adaptive_grids
+    from .validation import check_real
+
+    train_error = check_real("train_error", train_error, 0.0, 1.0)
+    n = check_int("n", n, 1)
+    delta = check_real("delta", delta, 0.0, 1.0, open_low=True, open_high=True)
+    tolerance = _check_tolerance(tolerance)
+    if not isinstance(values, Mapping) or not values:
+        raise InputError("the adapter has no tensor to code")
+    seed_bits = 0 if seed is None else _seed_code_bits(seed)
+    if grid is None:
+        if grid_candidates != 1:
+            raise InputError("grid_candidates applies only with a given grid (the adaptive grids are "
+                             "counted themselves)")
+        grid, grid_candidates = _choose(values, tolerance), len(adaptive_grids())
+    else:
+        if tolerance is not None:
+            raise InputError("tolerance applies only when the grid is chosen (grid=None)")
+        grid = _as_grid("grid", grid)
+        grid_candidates = check_int("grid_candidates", grid_candidates, 1)
+    code = adapter_code_length_from_values(values, grid, seed_bits=seed_bits, grid_candidates=grid_candidates)
+    bits = math.ceil(code.total_bits - 1e-9)
+    cert = certificate(train_error, n, bits, delta)
+    errors = _max_errors(values, grid)
+    worst = max(errors.values())
+    note = (f"high-probability bound at delta = {delta:g}: with probability >= {1 - delta:g} over the n = {n} "
+            f"training examples, the population 0-1 error of the QUANTISED adapter (its {len(values)} coded "
+            f"tensors on grid bits={grid.bits}, clip={grid.clip:g}) is at most 'best'; rigorous only if "
+            f"train_error is that quantised model's training error (largest quantisation error here "
+            f"{worst:.3g}; 0 once quantise_adapter was applied) and the base model never saw the data")
+    if seed is not None:
+        note += f"; lora_A is the seeded draw of make_b_only (seed {seed}, {seed_bits} bits), not coded"
+    return PeftCertificate(
+        code_length_bits=float(code.total_bits), items=dict(code.items), grid=grid, grid_candidates=grid_candidates,
+        max_quantisation_error=worst, quantisation_errors=errors, seed=seed, seed_bits=seed_bits,
+        train_error=train_error, n=n, delta=delta, occam_kl=float(cert.occam_kl), binomial=float(cert.binomial),
+        best=float(cert.best), best_method=cert.best_method, certificate=cert, code=code, note=note)
+
+
+def peft_certificate(model, train_error: float, n: int, *, adapter_name: str = "default", delta: float = 0.05,
+                     grid=None, grid_candidates: int = 1, tolerance=None) -> PeftCertificate:
+    """The certificate of a trained PEFT LoRA adapter on its 0-1 training error over n examples.
+
+    Coded (in model order): every tensor the adapter trains, as ``describe_peft`` counts them
+    (``lora_A``/``lora_B``, DoRA magnitudes, trained biases, ``modules_to_save`` copies, ...), and any
+    frozen factor of its LoRA layers, on one grid. A ``lora_A`` that ``make_b_only`` drew and froze is
+    not coded: it is a fixed function of the seed, which is charged instead (Elias-delta of
+    ``seed + 1`` bits); ``check_b_only`` refuses the model if that ``lora_A`` trains again or changed.
+    A frozen ``lora_A`` without a ``make_b_only`` record is coded like the rest.
+
+    The grid: ``grid=None`` chooses among the 24 grids of ``infobound.harness.codes.adaptive_grids()``
+    (paid ``log2 24`` bits) the shortest code whose largest quantisation error is within ``tolerance``,
+    or, with ``tolerance=None``, the grid with the smallest largest error. A given ``grid`` (``Grid``,
+    ``(bits, clip)``) is paid ``log2(grid_candidates)``: 1 if it was fixed before training; pass
+    ``grid_candidates=24`` for a grid taken from ``choose_peft_grid``.
+
+    The code length ``|c|`` (rounded up to whole bits) gives ``infobound.certificates.certificate
+    (train_error, n, |c|, delta)``: Occam-kl and binomial tail at ``delta`` and the best of both at
+    ``delta / 2``. It is a high-probability bound, with probability at least ``1 - delta`` over the n
+    training examples, on the population 0-1 error of the QUANTISED model (coded tensors replaced by
+    their grid points). It is rigorous only when ``train_error`` is the training error of that
+    quantised model, a multiple of 1/n: quantise with ``quantise_adapter(model, grid)``, measure, and
+    call this with that ``grid``. ``max_quantisation_error`` (largest ``|q(x) - x|``) lets you check
+    that the tensors given are already on the grid. The base model is part of the prior: it must not
+    have been trained on these examples.
+    """
+    _require("peft_certificate")
+    adapter_name = str(adapter_name)
+    params, record = _coded_parameters(model, adapter_name)
+    values = {name: _to_numpy(p) for name, p in params.items()}
+    return certificate_from_values(values, train_error, n, delta=delta, grid=grid, grid_candidates=grid_candidates,
+                                   tolerance=tolerance, seed=None if record is None else int(record["seed"]))
 
 
 # ------------------------------------------------------------------------------ config -> spec

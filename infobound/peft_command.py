@@ -1,5 +1,10 @@
 """``infobound peft ADAPTER_DIR --base-config PATH``: the seed bound of a saved PEFT LoRA adapter.
 
+With ``--train-error E --n N`` also its certificate (``infobound.peft_bridge.certificate_from_values``):
+the adapter's tensors are read from ``adapter_model.safetensors`` (or ``adapter_model.bin``) in
+ADAPTER_DIR, matched by name to what the adapter trains on the meta-device model, quantised on the
+chosen adaptive grid and coded; the base model's weights are not needed.
+
 Reads the adapter's ``adapter_config.json`` and the base model's ``config.json``, builds the base
 model on the meta device (no weights are read or downloaded), applies the adapter config with PEFT,
 and measures the ``AdapterSpec`` with ``infobound.peft_bridge.describe_peft``: the count equals what
@@ -46,7 +51,14 @@ def read_adapter_config(path) -> dict:
 
 def spec_from_adapter_config(adapter_config, base_config, bits: int = 16):
     """``describe_peft`` of a LoRA adapter config applied to a base config, both on the meta device."""
-    from .peft_bridge import _require, build_meta_model, describe_peft
+    from .peft_bridge import describe_peft
+
+    return describe_peft(wrapped_from_adapter_config(adapter_config, base_config), "default", bits)
+
+
+def wrapped_from_adapter_config(adapter_config, base_config):
+    """The PEFT model of a LoRA adapter config applied to a base config, on the meta device."""
+    from .peft_bridge import _require, build_meta_model
 
     _require("infobound peft")
     import peft
@@ -65,7 +77,71 @@ def spec_from_adapter_config(adapter_config, base_config, bits: int = 16):
         wrapped = peft.get_peft_model(model, config, low_cpu_mem_usage=True)
     except ValueError as exc:  # e.g. a target module the base model does not have
         raise InputError(f"the adapter does not fit the base model: {' '.join(str(exc).split())}") from None
-    return describe_peft(wrapped, "default", bits)
+    return wrapped
+
+
+WEIGHTS_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def read_adapter_weights(folder) -> dict:
+    """The saved tensors of a PEFT adapter folder (``adapter_model.safetensors``, else ``.bin``)."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        folder = os.path.dirname(folder) or "."
+    for name in WEIGHTS_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            break
+    else:
+        raise InputError(f"adapter folder {folder!r} holds no {' or '.join(WEIGHTS_FILES)}: the certificate "
+                         "codes the trained tensors (save them with model.save_pretrained(folder))")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return dict(load_file(path))
+        import torch
+
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file: one line, whatever the loader raised
+        raise InputError(f"adapter weights {path!r} are not readable: {' '.join(str(exc).split())[:200]}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"adapter weights {path!r} do not hold a dict of tensors")
+    return data
+
+
+def saved_key(name: str, adapter_name: str = "default") -> str:
+    """The key PEFT's ``save_pretrained`` writes for the base-model parameter ``name`` of the adapter."""
+    parts = [p for p in name.split(".") if p != adapter_name]
+    key = ".".join(parts).replace(".modules_to_save.", ".")
+    if key.endswith("lora_magnitude_vector.weight"):
+        key = key[: -len(".weight")]
+    return "base_model.model." + key
+
+
+def saved_values(wrapped, weights: dict) -> dict:
+    """name -> float64 array of every tensor the adapter trains, in model order, from ``weights``."""
+    from .peft_bridge import _base_model
+
+    out, used = {}, set()
+    for name, p in _base_model(wrapped).named_parameters():
+        if not p.requires_grad:
+            continue
+        key = saved_key(name)
+        if key not in weights:
+            raise InputError(f"the adapter weights have no tensor {key!r} (for {name!r}); were they saved "
+                             "from this adapter config?")
+        tensor = weights[key]
+        if tuple(tensor.shape) != tuple(p.shape):
+            raise InputError(f"the adapter weights' {key!r} has shape {tuple(tensor.shape)}, the adapter "
+                             f"trains {tuple(p.shape)}")
+        out[name] = tensor.detach().to("cpu").double().numpy()
+        used.add(key)
+    unknown = sorted(set(weights) - used)
+    if unknown:
+        raise InputError(f"the adapter weights hold {len(unknown)} tensor(s) the adapter config does not "
+                         f"train: {', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}")
+    return out
 
 
 def _arguments(parser) -> None:
@@ -76,14 +152,30 @@ def _arguments(parser) -> None:
     parser.add_argument("--n", type=integer_type(1, None), help="training examples (default 10000)")
     parser.add_argument("--sigma", type=number_type(0.0, open_low=True),
                         help="the loss is sigma-sub-Gaussian (default 0.5: a loss in [0, 1])")
+    parser.add_argument("--train-error", type=number_type(0.0, 1.0), metavar="E",
+                        help="0-1 training error of the quantised adapter: adds its certificate "
+                             "(needs --n and the adapter's weights file)")
+    parser.add_argument("--delta", type=number_type(0.0, 1.0, open_low=True, open_high=True),
+                        help="the certificate holds with probability >= 1 - delta (default 0.05)")
     parser.add_argument("--json", action="store_true", help="one JSON object")
 
 
 def _run(args) -> int:
     from .bounds import DEFAULT_SIGMA, seed_bound
 
-    fill_defaults(args, {"bits": 16, "n": 10000, "sigma": DEFAULT_SIGMA})
-    report = spec_from_adapter_config(args.adapter, args.base_config, args.bits)
+    from .peft_bridge import certificate_from_values, describe_peft
+
+    if args.train_error is not None and args.n is None:
+        raise InputError("--train-error needs --n, the number of examples it was measured on")
+    if args.train_error is None and args.delta is not None:
+        raise InputError("--delta applies to the certificate: give --train-error and --n too")
+    fill_defaults(args, {"bits": 16, "n": 10000, "sigma": DEFAULT_SIGMA, "delta": 0.05})
+    wrapped = wrapped_from_adapter_config(args.adapter, args.base_config)
+    report = describe_peft(wrapped, "default", args.bits)
+    cert = None
+    if args.train_error is not None:
+        values = saved_values(wrapped, read_adapter_weights(args.adapter))
+        cert = certificate_from_values(values, args.train_error, args.n, delta=args.delta)
     spec = report.spec
     result = seed_bound(spec, args.n, sigma=args.sigma)
     record = result.to_dict()
@@ -91,6 +183,8 @@ def _run(args) -> int:
                   trainable_params=spec.trainable_params, info_bits=spec.bits * spec.trainable_params,
                   factors=spec.factor_totals(), extra=dict(spec.extra), layers=len(spec.layers),
                   notes=list(report.notes))
+    if cert is not None:
+        record["certificate"] = cert.to_dict()
     if args.json:
         print(json.dumps(record, allow_nan=False))
         return 0
@@ -102,6 +196,13 @@ def _run(args) -> int:
     print(f"trained params {spec.trainable_params:,}; info bits {spec.bits * spec.trainable_params:,}; "
           f"n {args.n:,}; sigma {args.sigma:g}")
     print(f"seed bound {record['bound']:.4g}{' (vacuous)' if record['vacuous'] else ''}")
+    if cert is not None:
+        print(f"certificate (delta {cert.delta:g}, train error {cert.train_error:g}, n {cert.n:,}): "
+              f"best {cert.best:.4g} ({cert.best_method}); occam-kl {cert.occam_kl:.4g}; "
+              f"binomial {cert.binomial:.4g}")
+        print(f"code length {cert.code_length_bits:.1f} bits on grid bits={cert.grid.bits} clip={cert.grid.clip:g} "
+              f"(chosen among {cert.grid_candidates}); largest quantisation error {cert.max_quantisation_error:.3g}")
+        print(f"note: {cert.note}")
     for note in report.notes:
         print(f"note: {note}")
     return 0

@@ -399,3 +399,153 @@ def test_cli_bound_hf_config_missing_file(tmp_path, capsys):
     assert main(["bound", "--hf-config", str(tmp_path / "nope.json"), "--targets", "q_proj"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.json" in err[0]
+
+
+# ---------------------------------------------------------------------------------- certificate
+from infobound.certificates import certificate  # noqa: E402
+from infobound.codelength import Grid, adapter_code_length_from_values  # noqa: E402
+from infobound.harness.codes import adaptive_grids  # noqa: E402
+from infobound.peft_bridge import peft_certificate, quantise_adapter  # noqa: E402
+
+
+def trained_roberta(seed=3):
+    """The tiny RoBERTa with LoRA whose lora_B holds small seeded values, as if trained."""
+    model = roberta()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def saved_tensors(model, folder):
+    """The adapter's tensors read back by hand from save_pretrained's safetensors file (name -> float64)."""
+    from safetensors.torch import load_file
+
+    model.save_pretrained(folder)
+    return {k: v.double().numpy() for k, v in load_file(str(folder / "adapter_model.safetensors")).items()}
+
+
+def delta_bits(m):
+    """Elias-delta length of m >= 1, written out."""
+    w = m.bit_length()
+    return (w - 1) + 2 * (w.bit_length() - 1) + 1
+
+
+def test_peft_certificate_equals_an_independent_code_of_the_saved_tensors(tmp_path):
+    model = trained_roberta()
+    result = peft_certificate(model, 0.1, 1000)
+    by_hand = saved_tensors(model, tmp_path)
+    assert len(by_hand) == 12  # 4 layers x (A, B) + the classifier's 4 tensors
+    grids = adaptive_grids()
+    assert result.grid in grids and result.grid_candidates == 24
+    independent = adapter_code_length_from_values(by_hand, result.grid, grid_candidates=24)
+    assert result.code_length_bits == pytest.approx(independent.total_bits, abs=1e-9)
+    assert result.items["grid"] == pytest.approx(__import__("math").log2(24)) and result.items["seed"] == 0
+    payload = sorted(v for k, v in result.items.items() if k.endswith(".payload"))
+    assert payload == sorted(v for k, v in independent.items.items() if k.endswith(".payload"))
+    # the chosen grid has the smallest largest quantisation error among the 24
+    worst = lambda g: max(float(abs(g.values(g.indices(x)) - x).max()) for x in by_hand.values())  # noqa: E731
+    assert result.max_quantisation_error == pytest.approx(worst(result.grid))
+    assert result.max_quantisation_error == pytest.approx(min(worst(g) for g in grids))
+    # (b) the certificate at the recorded bits
+    bits = __import__("math").ceil(result.code_length_bits - 1e-9)
+    cert = certificate(0.1, 1000, bits, 0.05)
+    assert (result.occam_kl, result.binomial, result.best) == (cert.occam_kl, cert.binomial, cert.best)
+    assert result.certificate.bits == bits and result.n == 1000 and result.delta == 0.05
+    assert "QUANTISED" in result.note and "0-1 error" in result.note
+    json.dumps(result.to_dict())
+
+
+def test_quantise_then_certify_on_the_same_grid():
+    model = trained_roberta()
+    grid = Grid(8, 0.5)
+    before = peft_certificate(model, 0.1, 1000, grid=grid)
+    assert before.items["grid"] == 0 and before.max_quantisation_error > 1e-4
+    worst = quantise_adapter(model, grid)
+    assert worst == pytest.approx(before.max_quantisation_error)
+    after = peft_certificate(model, 0.1, 1000, grid=grid, grid_candidates=24)
+    assert after.max_quantisation_error < 1e-6  # grid points cast to float32
+    assert after.code_length_bits == pytest.approx(before.code_length_bits + __import__("math").log2(24))
+
+
+def test_b_only_code_is_shorter_by_a_minus_the_seed(tmp_path):
+    grid = Grid(8, 1.0)
+    model = trained_roberta()
+    make_b_only(model, seed=7)
+    seeded = peft_certificate(model, 0.05, 2000, grid=grid)
+    by_hand = saved_tensors(model, tmp_path)
+    everything = adapter_code_length_from_values(by_hand, grid)
+    a_names = [k for k in by_hand if ".lora_A." in k]
+    assert len(a_names) == 4
+    a_bits = sum(v for k, v in everything.items.items() if k.rsplit(".", 1)[0] in a_names)
+    header = delta_bits(len(by_hand)) - delta_bits(len(by_hand) - len(a_names))  # the tensor count
+    seed_bits = delta_bits(7 + 1)
+    assert seeded.seed == 7 and seeded.seed_bits == seed_bits == seeded.items["seed"]
+    assert seeded.code_length_bits == pytest.approx(everything.total_bits - a_bits - header + seed_bits, abs=1e-9)
+    assert len(seeded.quantisation_errors) == 8 and not any(".lora_A." in k for k in seeded.quantisation_errors)
+    assert "seed 7" in seeded.note
+    # the same frozen A without make_b_only's record is coded like the rest
+    delattr(model.get_base_model(), B_ONLY_ATTRIBUTE)
+    unseeded = peft_certificate(model, 0.05, 2000, grid=grid)
+    assert unseeded.seed is None and unseeded.code_length_bits == pytest.approx(everything.total_bits, abs=1e-9)
+
+
+def test_peft_certificate_refuses_a_retrained_a_and_bad_input():
+    model = trained_roberta()
+    make_b_only(model, seed=1)
+    model.set_adapter("default")
+    with pytest.raises(InputError, match="trains again"):
+        peft_certificate(model, 0.1, 100)
+    model = trained_roberta()
+    for kwargs, message in [(dict(train_error=1.5, n=10), "train_error"), (dict(train_error=0.1, n=0), "n must"),
+                            (dict(train_error=0.1, n=10, delta=0), "delta"),
+                            (dict(train_error=0.1, n=10, tolerance=1e-9), "no adaptive grid"),
+                            (dict(train_error=0.1, n=10, grid=(8, 1.0), tolerance=0.1), "tolerance applies")]:
+        with pytest.raises(InputError, match=message):
+            peft_certificate(model, **kwargs)
+
+
+def test_cli_peft_certificate_from_the_saved_weights(tmp_path, capsys):
+    from infobound.cli import main
+
+    model = trained_roberta()
+    by_hand = saved_tensors(model, tmp_path / "adapter")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta", **ROBERTA}))
+    argv = ["peft", str(tmp_path / "adapter"), "--base-config", str(tmp_path / "config.json")]
+    assert main(argv + ["--train-error", "0.1", "--n", "1000", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    expected = peft_certificate(model, 0.1, 1000)
+    cert = record["certificate"]
+    assert cert["code_length_bits"] == pytest.approx(expected.code_length_bits)
+    assert cert["best"] == expected.best and cert["grid"] == expected.grid.to_dict() and cert["delta"] == 0.05
+    assert len(cert["quantisation_errors"]) == len(by_hand)
+    assert main(argv + ["--train-error", "0.1", "--n", "1000", "--delta", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "seed bound" in out and "certificate (delta 0.01" in out and "QUANTISED" in out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--train-error", "1.5", "--n", "100"], "train-error"),
+    (["--train-error", "-0.1", "--n", "100"], "train-error"),
+    (["--train-error", "0.1", "--n", "0"], "--n"),
+    (["--train-error", "0.1"], "needs --n"),
+    (["--delta", "0.1"], "--delta applies"),
+    (["--train-error", "0.1", "--n", "100", "--delta", "1"], "delta"),
+    (["--train-error", "0.123", "--n", "100"], "multiple of 1/n"),
+    ("no-weights", "holds no adapter_model.safetensors"),
+])
+def test_cli_peft_certificate_bad_input(tmp_path, capsys, extra, message):
+    from infobound.cli import main
+
+    saved_tensors(trained_roberta(), tmp_path / "adapter")
+    if extra == "no-weights":
+        (tmp_path / "adapter" / "adapter_model.safetensors").unlink()
+        extra = ["--train-error", "0.1", "--n", "100"]
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta", **ROBERTA}))
+    status = main(["peft", str(tmp_path / "adapter"), "--base-config", str(tmp_path / "config.json")] + extra)
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("infobound: error: ")
+    assert message in captured.err, captured.err
