@@ -12,6 +12,7 @@ import sys
 from ..errors import InputError
 from ..cliargs import bits_list, int_list, integer_type, modes, number_type, register, warn
 from ..spec import Mode
+from .executors import KINDS as EXECUTORS
 from .sweep import KINDS, MAX_MASKS, SPLITS, MAX_SEEDS, MAX_STEPS, MAX_SUPERSAMPLES, SweepConfig, default_workers
 
 DEFAULTS = SweepConfig()
@@ -108,6 +109,17 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=integer_type(1, MAX_WORKERS), default=None,
                         help="processes training configurations in parallel, one thread each "
                              "(default: one per core, at most 4); records do not depend on it")
+    parser.add_argument("--executor", default="processes", choices=EXECUTORS,
+                        help="where the workers run: processes of this machine, a dask cluster (a local one, "
+                             "or --dask-address) or submitit jobs (SLURM where available, else local "
+                             "subprocesses; files in --submitit-folder); dask and submitit need the cluster "
+                             "extra (default processes); records do not depend on it")
+    parser.add_argument("--dask-address", default=None, metavar="ADDRESS",
+                        help="scheduler of an existing dask cluster, e.g. tcp://host:8786 (--executor dask; "
+                             "default: a local cluster of --workers processes)")
+    parser.add_argument("--submitit-folder", default=None, metavar="DIR",
+                        help="folder of the submitit jobs' files and logs, visible to the jobs "
+                             "(--executor submitit; default OUT/submitit)")
     parser.add_argument("--kind", default=DEFAULTS.kind, choices=KINDS,
                         help="seeds: each configuration once per seed on a fresh training subset; cmi: "
                              "the supersample suite (k1 supersamples of n pairs x k2 masks) for the "
@@ -214,8 +226,9 @@ def _validate_one(args, config: SweepConfig, out) -> None:
     from .validate import clipping_warning, validate
 
     workers = default_workers() if args.workers is None else args.workers
-    result = validate(config, out, progress=not args.no_progress, workers=workers,
-                      on_plan=lambda plan: _print_plan(plan, config), bounds=args.bounds)
+    with _executor(args, workers, out) as executor:
+        result = validate(config, out, progress=not args.no_progress, workers=workers, executor=executor,
+                          on_plan=lambda plan: _print_plan(plan, config), bounds=args.bounds)
     counts = result["counts"]
     print(result["table"])
     print("\n" + result["tightness_table"])
@@ -227,6 +240,24 @@ def _validate_one(args, config: SweepConfig, out) -> None:
     line = clipping_warning(result)
     if line:
         warn(line)
+
+
+def _executor(args, workers: int, out):
+    """The executor of ``--executor`` as a context manager (None inside for processes: ``--workers``)."""
+    import contextlib
+    from pathlib import Path
+
+    from .executors import make_executor
+
+    for option, kind in (("dask_address", "dask"), ("submitit_folder", "submitit")):
+        if getattr(args, option) is not None and args.executor != kind:
+            warn(f"--{option.replace('_', '-')} does nothing here: it applies to --executor {kind}")
+    if args.executor == "dask":
+        return make_executor("dask", workers, **({} if args.dask_address is None else {"address": args.dask_address}))
+    if args.executor == "submitit":
+        folder = Path(out) / "submitit" if args.submitit_folder is None else args.submitit_folder
+        return make_executor("submitit", workers, folder=folder)
+    return contextlib.nullcontext()
 
 
 def _print_plan(plan, config: SweepConfig) -> None:
