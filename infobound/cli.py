@@ -22,7 +22,7 @@ from . import __version__
 from .bounds import DEFAULT_SIGMA, SEED_BOUND_KIND, sample_size, seed_bound
 from .cliargs import (COMMANDS, MODES_TEXT, fill_defaults, integer_type, modes, number_type,
                       refuse_inert, register)
-from .errors import InputError, Interrupted
+from .errors import InputError, Interrupted, RunFailed
 from .presets import PRESETS, custom_spec, get_preset, preset_spec, select_layers
 from .spec import ALL_MODES, AdapterSpec, LayerSpec, Mode, check_rank
 from .validation import describe
@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     except (UsageError, InputError) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailed as exc:  # a worker's error mid-sweep: one line; the cause stays chained for the API
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     except Interrupted as exc:  # Ctrl-C during a sweep: what was kept and how to go on
         print(f"{PROG}: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_INTERRUPTED

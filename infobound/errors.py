@@ -37,6 +37,12 @@ class Choice(str, Enum):
         return self.value
 
 
+class RunFailed(RuntimeError):
+    """Work failed while running (a worker's error, not bad input); the message says what was kept.
+
+    The CLI prints the message as one line and exits with status 1."""
+
+
 class Interrupted(Exception):
     """Work stopped by the user (Ctrl-C); the message says what was kept and how to go on.
 

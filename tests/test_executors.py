@@ -191,3 +191,18 @@ def test_cli_executor_dask_at_an_address_stores_the_in_process_records(executor,
     assert status == 0, err
     assert "4 records written" in stdout
     assert stored(tmp_path / "out") == reference
+
+
+def test_cli_prints_a_failed_run_as_one_line(monkeypatch, tmp_path, capsys):
+    from infobound.cli import main
+    from infobound.harness import commands
+    from infobound.harness.executors import WorkerFailed
+
+    def fail(*args, **kwargs):
+        raise WorkerFailed("group 2 of 2 (digits b_only rank 1 n 40) failed in a dask worker: RuntimeError: boom;\n"
+                           "the 1 result(s) before it were returned")
+
+    monkeypatch.setattr(commands, "_validate_one", fail)
+    assert main(["validate", "--out", str(tmp_path / "o"), "--ranks", "1", "--n", "40", "--seeds", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "failed in a dask worker" in err[0] and "Traceback" not in err[0]

@@ -39,7 +39,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, RunFailed
 from ..extras import MissingExtra, missing
 from ..validation import check_int, describe
 
@@ -54,7 +54,7 @@ MAX_WORKERS = 4096
 POLL_S = 0.1  # how often the submitit executor looks at its running jobs
 
 
-class WorkerFailed(RuntimeError):
+class WorkerFailed(RunFailed):
     """A mapped call raised in a worker; the message names the item, the cause is the worker's error."""
 
 
