@@ -37,6 +37,7 @@ import collections
 import os
 import shutil
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ..errors import InputError, RunFailed
@@ -122,8 +123,8 @@ def _failed(kind: str, item, index: int, total: int, exc: BaseException, reason:
                         "stored: rerun it to run the rest)")
 
 
-class Executor:
-    """The shared part: ``kind``, ``workers``, the context manager."""
+class Executor(ABC):
+    """The shared part: ``kind``, ``workers``, the context manager; each kind gives ``map`` and ``shutdown``."""
 
     kind = ""
 
@@ -131,11 +132,13 @@ class Executor:
         self.workers = workers
         self.env = worker_environment()
 
+    @abstractmethod
     def map(self, fn, iterable):
-        raise NotImplementedError
+        """``fn`` of every item, yielded in the items' order."""
 
+    @abstractmethod
     def shutdown(self, failed: bool = False) -> None:
-        raise NotImplementedError
+        """Release the workers (``failed``: after an error or Ctrl-C, stop them without waiting)."""
 
     def __enter__(self):
         return self
