@@ -30,8 +30,10 @@ layer with ``seed=seeds[k]`` draws.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from numbers import Real
 
 import numpy as np
@@ -50,6 +52,7 @@ __all__ = [
     "LoRALinear",
     "derive_seed",
     "draw_factor",
+    "folded_replicas",
     "inject_lora",
     "lora_layers",
     "spec_from_model",
@@ -199,7 +202,8 @@ class LoRALinear(nn.Module):
         Forming the K adapted weights first costs K·d_out·r·d_in, far less than the batch's products,
         and turns three matmuls per layer (base, A, B) into one batched product.
         """
-        if x.dim() < 2 or x.shape[0] != self.stack:
+        folded = getattr(_FOLDED, "on", False) and x.dim() >= 2 and x.shape[0] % self.stack == 0
+        if x.dim() < 2 or (x.shape[0] != self.stack and not folded):
             raise InputError(
                 f"input of a stacked layer must have shape (K={self.stack}, ..., d_in={self.d_in}), "
                 f"got {tuple(x.shape)}"
@@ -247,6 +251,24 @@ class LoRALinear(nn.Module):
         stack = "" if self.stack is None else f", stack={self.stack}"
         return (f"d_in={self.d_in}, d_out={self.d_out}, rank={self.rank}, mode={self.mode}, "
                 f"alpha={self.alpha:g}, init={self.init}{stack}, merged={self.merged}")
+
+
+_FOLDED = threading.local()
+
+
+@contextlib.contextmanager
+def folded_replicas() -> Iterator[None]:
+    """Within this context (in this thread), stacked layers also accept ``(K·b, ..., d_in)``: the K
+    replicas' batches folded into one, replica-major (rows ``k·b`` to ``k·b + b − 1`` are replica k's).
+    A network that only takes one batch dimension (a transformers model) runs K replicas this way:
+    fold ``(K, b, ...)`` to ``(K·b, ...)`` before it and unfold its output after. Everything it does
+    between the adapted layers must treat examples independently (no batch norm)."""
+    previous = getattr(_FOLDED, "on", False)
+    _FOLDED.on = True
+    try:
+        yield
+    finally:
+        _FOLDED.on = previous
 
 
 def _check_stack(stack, seeds, seed: int) -> tuple[int | None, tuple[int, ...] | None]:

@@ -13,6 +13,7 @@ from torch import nn
 
 from infobound.errors import InputError
 from infobound.lora import (
+    folded_replicas,
     FrozenInit,
     LoRALinear,
     inject_lora,
@@ -193,6 +194,20 @@ def test_stacked_replicas_draw_and_compute_like_separate_layers(mode, init):
     assert out.shape == (3, 5, 12)
     for k, single in enumerate(singles):
         np.testing.assert_allclose(out[k].detach(), single(x[k]).detach(), atol=1e-5)
+
+
+def test_folded_replicas_equal_the_stacked_layout_and_are_refused_outside_the_context():
+    layer = LoRALinear(linear(), 2, "lora", stack=3, seeds=[1, 2, 3])
+    randomise_trained(layer, seed=5)
+    x = x_like(3, 4, 7, 16)  # (K, b, tokens, d_in)
+    stacked = layer(x)
+    with folded_replicas():
+        folded = layer(x.reshape(12, 7, 16))  # what a one-batch network hands its layers
+    assert torch.equal(folded.reshape(3, 4, 7, 12), stacked)
+    with pytest.raises(InputError, match="K=3"):
+        layer(x.reshape(12, 7, 16))
+    with folded_replicas(), pytest.raises(InputError, match="K=3"):
+        layer(torch.zeros(4, 7, 16))  # 4 rows cannot hold 3 replicas
 
 
 def test_stacked_inject_replica_equals_unstacked_inject():
