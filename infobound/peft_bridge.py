@@ -31,13 +31,11 @@ naming what to install.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .errors import InputError
-from .extras import MissingExtra, missing
+from .hf_models import build_meta_model, head_names, linear_modules, require_hf
 from .presets import ALL_LINEAR, parse_targets
 from .spec import AdapterSpec, FrozenInit, LayerSpec, Mode
 from .validation import check_int, describe
@@ -58,10 +56,6 @@ __all__ = [
     "spec_from_peft",
 ]
 
-HF = {"torch": "torch", "transformers": "transformers", "peft": "peft"}
-HF_CONFIG = {"torch": "torch", "transformers": "transformers"}
-INSTALL_HF = 'pip install "infobound[hf]" "torch==2.13.0"'
-
 B_ONLY_ATTRIBUTE = "infobound_b_only"
 """Attribute of the (base) model where ``make_b_only`` records, per adapter, the seed of the frozen
 draws: ``{adapter_name: {"seed", "init", "layers": {name: layer seed}, "digests": {name: sha256}}}``."""
@@ -75,14 +69,6 @@ _UNSUPPORTED_OPTIONS = {
     "kasa_config": "KaSA (trains singular values beside the factors)",
     "arrow_config": "Arrow routing (trains a router over several adapters)",
 }
-
-
-def _require(what: str, modules: dict[str, str] = HF) -> None:
-    """One ``MissingExtra`` line naming what is missing and the install command of the hf extra."""
-    absent = missing(modules)
-    if absent:
-        raise MissingExtra(f"{what} needs {' and '.join(absent)}, which {'is' if len(absent) == 1 else 'are'} "
-                           f"not installed: {INSTALL_HF}")
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -193,7 +179,7 @@ def describe_peft(model, adapter_name: str = "default", bits: int = 16) -> PeftR
     cannot express (QA-LoRA, block-diagonal LoRA, MonteCLoRA, KaSA, Arrow), layers of the adapter that
     train no factor, and trainable tensors of another adapter.
     """
-    _require("spec_from_peft")
+    require_hf("spec_from_peft")
     from peft.utils import ModulesToSaveWrapper
 
     adapter_name = str(adapter_name)
@@ -351,7 +337,7 @@ def make_b_only(model, seed: int, adapter_name: str = "default") -> dict:
     Only linear LoRA layers (``lora_A`` an ``nn.Linear`` of weight ``(r, d_in)``) are redrawn; an
     embedding or convolution LoRA layer is refused.
     """
-    _require("make_b_only")
+    require_hf("make_b_only")
     import torch
     from .lora import check_seed, derive_seed, draw_factor
 
@@ -399,7 +385,7 @@ def check_b_only(model, adapter_name: str = "default") -> dict:
     differs from its seeded draw, or when a ``lora_B`` does not train. Build the optimizer from
     ``[p for p in model.parameters() if p.requires_grad]`` after this check.
     """
-    _require("check_b_only")
+    require_hf("check_b_only")
     adapter_name = str(adapter_name)
     layers = _lora_layers(model, adapter_name)
     record = (getattr(_base_model(model), B_ONLY_ATTRIBUTE, None) or {}).get(adapter_name)
@@ -461,7 +447,7 @@ def _coded_parameters(model, adapter_name: str):
 
 def adapter_values(model, adapter_name: str = "default") -> dict:
     """The values (float64 numpy arrays, model order) of the tensors ``peft_certificate`` codes."""
-    _require("adapter_values")
+    require_hf("adapter_values")
     params, _ = _coded_parameters(model, str(adapter_name))
     return {name: _to_numpy(p) for name, p in params.items()}
 
@@ -514,7 +500,7 @@ def _check_tolerance(tolerance):
 
 def choose_peft_grid(model, *, adapter_name: str = "default", tolerance=None):
     """The ``Grid`` that ``peft_certificate(model, ..., grid=None)`` quantises on (see its rule there)."""
-    _require("choose_peft_grid")
+    require_hf("choose_peft_grid")
     return _choose(adapter_values(model, adapter_name), _check_tolerance(tolerance))
 
 
@@ -525,7 +511,7 @@ def quantise_adapter(model, grid, *, adapter_name: str = "default") -> float:
     seeded ``lora_A`` of ``make_b_only`` is not coded and stays as drawn. Measure the training error
     of the model after this call: that is the error ``peft_certificate`` needs.
     """
-    _require("quantise_adapter")
+    require_hf("quantise_adapter")
     import torch
     from .codelength import _as_grid
 
@@ -662,7 +648,7 @@ def peft_certificate(model, train_error: float, n: int, *, adapter_name: str = "
     that the tensors given are already on the grid. The base model is part of the prior: it must not
     have been trained on these examples.
     """
-    _require("peft_certificate")
+    require_hf("peft_certificate")
     adapter_name = str(adapter_name)
     params, record = _coded_parameters(model, adapter_name)
     values = {name: _to_numpy(p) for name, p in params.items()}
@@ -671,91 +657,6 @@ def peft_certificate(model, train_error: float, n: int, *, adapter_name: str = "
 
 
 # ------------------------------------------------------------------------------ config -> spec
-def _read_config(config_path_or_dict) -> dict:
-    if isinstance(config_path_or_dict, Mapping):
-        data = dict(config_path_or_dict)
-        where = "the config dict"
-    elif isinstance(config_path_or_dict, (str, os.PathLike)):
-        path = os.fspath(config_path_or_dict)
-        if os.path.isdir(path):
-            path = os.path.join(path, "config.json")
-        where = repr(path)
-        if not os.path.isfile(path):
-            raise InputError(f"model config {where} does not exist (give a config.json or its folder)")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"model config {where} is not readable JSON: {exc}") from None
-    else:
-        raise InputError(f"config must be a path to a config.json or a dict, got {describe(config_path_or_dict)}")
-    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str) or not data["model_type"]:
-        raise InputError(f"{where} is not a transformers model config: it has no \"model_type\" key"
-                         + (" (is it a PEFT adapter_config.json?)" if isinstance(data, dict)
-                            and "peft_type" in data else ""))
-    return data
-
-
-def build_meta_model(config_path_or_dict, auto_class: str = "AutoModel"):
-    """The transformers model of a config, on the meta device (shapes only, no memory, no download)."""
-    _require("spec_from_hf_config", HF_CONFIG)
-    import torch
-    import transformers
-
-    data = _read_config(config_path_or_dict)
-    if not (isinstance(auto_class, str) and auto_class.startswith("AutoModel")
-            and hasattr(transformers, auto_class)):
-        raise InputError(f"auto_class must name a transformers AutoModel class (AutoModel, "
-                         f"AutoModelForSequenceClassification, AutoModelForCausalLM, ...), got {auto_class!r}")
-    model_type = data.pop("model_type")
-    for key in ("architectures", "transformers_version", "_name_or_path", "auto_map"):
-        data.pop(key, None)
-    try:
-        config = transformers.AutoConfig.for_model(model_type, **data)
-    except (ValueError, KeyError) as exc:
-        raise InputError(f"model_type {model_type!r} is not known to transformers "
-                         f"{transformers.__version__}: {' '.join(str(exc).split())[:200]}") from None
-    except TypeError as exc:
-        raise InputError(f"the config of model_type {model_type!r} is invalid: {exc}") from None
-    try:
-        with torch.device("meta"):
-            return getattr(transformers, auto_class).from_config(config)
-    except ValueError as exc:
-        raise InputError(f"{auto_class} cannot build model_type {model_type!r}: "
-                         f"{' '.join(str(exc).split())[:300]}") from None
-
-
-def _linear_modules(model) -> list[tuple[str, int, int]]:
-    """``(name, d_in, d_out)`` of every ``nn.Linear`` and transformers ``Conv1D`` (GPT-2's linear)."""
-    import torch
-
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:  # pragma: no cover - every supported transformers has it
-        Conv1D = ()
-    out = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            out.append((name, module.in_features, module.out_features))
-        elif Conv1D and isinstance(module, Conv1D):
-            d_in, d_out = module.weight.shape  # Conv1D stores (nx, nf)
-            out.append((name, int(d_in), int(d_out)))
-    return out
-
-
-def _head_names(model) -> list[str]:
-    """The output head PEFT's ``all-linear`` leaves out: the output embedding (``lm_head``), else a
-    classification head (``classifier``, ``score``, ...); here with every layer inside it."""
-    get = getattr(model, "get_output_embeddings", None)
-    head = get() if callable(get) else None
-    candidates = [head] if head is not None else [
-        getattr(model, n, None) for n in ("classifier", "score", "classification_head")]
-    for candidate in candidates:
-        if candidate is not None:
-            return [n for n, m in model.named_modules() if m is candidate][:1]
-    return []
-
-
 def spec_from_hf_config(
     config_path_or_dict,
     targets: str | Sequence[str],
@@ -778,11 +679,11 @@ def spec_from_hf_config(
     """
     names = parse_targets(targets)
     model = build_meta_model(config_path_or_dict, auto_class)
-    linears = _linear_modules(model)
+    linears = linear_modules(model)
     if not linears:
         raise InputError(f"the {type(model).__name__} built from the config has no linear layer to adapt")
     if names == (ALL_LINEAR,):
-        heads = _head_names(model)
+        heads = head_names(model)
         chosen = {n for n, _, _ in linears if not any(n == h or n.startswith(h + ".") for h in heads)}
     else:
         available = ", ".join(dict.fromkeys(n.rsplit(".", 1)[-1] for n, _, _ in linears))

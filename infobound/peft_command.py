@@ -58,9 +58,9 @@ def spec_from_adapter_config(adapter_config, base_config, bits: int = 16):
 
 def wrapped_from_adapter_config(adapter_config, base_config):
     """The PEFT model of a LoRA adapter config applied to a base config, on the meta device."""
-    from .peft_bridge import _require, build_meta_model
+    from .hf_models import build_meta_model, require_hf
 
-    _require("infobound peft")
+    require_hf("infobound peft")
     import peft
 
     data = read_adapter_config(adapter_config) if not isinstance(adapter_config, dict) else dict(adapter_config)

@@ -18,7 +18,7 @@ peft = pytest.importorskip("peft")
 
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
-from infobound import peft_bridge  # noqa: E402
+from infobound import hf_models, peft_bridge  # noqa: E402
 from infobound.errors import InputError  # noqa: E402
 from infobound.extras import MissingExtra  # noqa: E402
 from infobound.lora import derive_seed, draw_factor  # noqa: E402
@@ -179,7 +179,7 @@ def test_a_second_trainable_adapter_is_refused():
 
 
 def test_missing_extra_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(peft_bridge, "missing", lambda modules: ["peft"])
+    monkeypatch.setattr(hf_models, "missing", lambda modules: ["peft"])
     with pytest.raises(MissingExtra, match=r"needs peft.*infobound\[hf\]"):
         spec_from_peft(object())
 
