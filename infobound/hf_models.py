@@ -29,6 +29,12 @@ def require_hf(what: str, modules: dict[str, str] = HF) -> None:
                            f"not installed: {INSTALL_HF}")
 
 
+def base_of(model):
+    """The transformers model under a PEFT wrapper (``get_base_model()``), else ``model`` itself."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
 def read_model_config(config_path_or_dict) -> dict:
     """The dict of a transformers ``config.json`` (a file, its folder, or the dict itself); an
     ``InputError`` names a missing or unreadable file and a JSON that is no model config."""

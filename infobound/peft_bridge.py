@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .errors import InputError
+from .hf_models import base_of as _base_model
 from .hf_models import build_meta_model, head_names, linear_modules, require_hf
 from .presets import ALL_LINEAR, parse_targets
 from .spec import AdapterSpec, FrozenInit, LayerSpec, Mode
@@ -86,9 +87,6 @@ class PeftReport:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _base_model(model):
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
 
 
 def _peft_config(model, adapter_name: str):

@@ -13,6 +13,7 @@ PEFT would train (``rank_pattern``, DoRA, biases and ``modules_to_save`` include
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -58,7 +59,7 @@ def spec_from_adapter_config(adapter_config, base_config, bits: int = 16):
 
 def wrapped_from_adapter_config(adapter_config, base_config):
     """The PEFT model of a LoRA adapter config applied to a base config, on the meta device."""
-    from .hf_models import build_meta_model, require_hf
+    from .hf_models import build_meta_model, read_model_config, require_hf
 
     require_hf("infobound peft")
     import peft
@@ -72,12 +73,17 @@ def wrapped_from_adapter_config(adapter_config, base_config):
     except (TypeError, ValueError) as exc:
         raise InputError(f"the adapter config is not a valid LoraConfig: {' '.join(str(exc).split())}") from None
     task = str(getattr(config.task_type, "value", config.task_type) or "")
-    model = build_meta_model(base_config, AUTO_CLASSES.get(task, "AutoModel"))
-    try:
-        wrapped = peft.get_peft_model(model, config, low_cpu_mem_usage=True)
-    except ValueError as exc:  # e.g. a target module the base model does not have
-        raise InputError(f"the adapter does not fit the base model: {' '.join(str(exc).split())}") from None
-    return wrapped
+    classes = [AUTO_CLASSES.get(task, "AutoModel")]
+    if not task:  # no task type: the layer names decide whether the base had a head, and which
+        architectures = read_model_config(base_config).get("architectures") or []
+        classes += ["AutoModel" + a[a.index("For"):] for a in architectures if isinstance(a, str) and "For" in a]
+    for i, auto_class in enumerate(dict.fromkeys(classes)):
+        model = build_meta_model(base_config, auto_class)
+        try:
+            return peft.get_peft_model(model, copy.deepcopy(config), low_cpu_mem_usage=True)
+        except ValueError as exc:  # e.g. a target module the base model does not have
+            if i == len(dict.fromkeys(classes)) - 1:
+                raise InputError(f"the adapter does not fit the base model: {' '.join(str(exc).split())}") from None
 
 
 WEIGHTS_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -121,10 +127,10 @@ def saved_key(name: str, adapter_name: str = "default") -> str:
 
 def saved_values(wrapped, weights: dict) -> dict:
     """name -> float64 array of every tensor the adapter trains, in model order, from ``weights``."""
-    from .peft_bridge import _base_model
+    from .hf_models import base_of
 
     out, used = {}, set()
-    for name, p in _base_model(wrapped).named_parameters():
+    for name, p in base_of(wrapped).named_parameters():
         if not p.requires_grad:
             continue
         key = saved_key(name)

@@ -53,7 +53,9 @@ def _csv(values) -> str:
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default=DEFAULTS.task,
                         help=f"digits, teacher, linreg or mnist; NAME:SHIFT sets a shift, e.g. mnist:permute, "
-                             f"digits:flip; NAME/MODEL:SHIFT also a model, e.g. mnist/vit:permute; a comma "
+                             f"digits:flip; NAME/MODEL:SHIFT also a model, e.g. mnist/vit:permute; "
+                             f"local:TASK_FILE fine-tunes your transformers model on your labelled CSV or "
+                             f"folder (a JSON file naming both; see the docs' harness page); a comma "
                              f"list runs each task into its own subfolder of --out and writes comparison.md, "
                              f"the claims side by side (default {DEFAULTS.task})")
     parser.add_argument("--model", default=None,

@@ -6,7 +6,8 @@ a training set), ``source_test_set()`` and ``describe()``. Networks are ``nn.Seq
 named ``nn.Linear`` layers and elementwise ReLUs: they accept ``(K, batch, d_in)`` and ``(batch, d_in)``.
 Tasks: ``digits`` (default; scikit-learn's bundled 8×8 digits, target = the images under a fixed pixel
 permutation), ``teacher`` (a random teacher MLP, target = the teacher with a rank-k change of hidden
-weights), ``linreg`` (THEORY.md §2 with one bias-free linear layer).
+weights), ``linreg`` (THEORY.md §2 with one bias-free linear layer), ``local:TASK_FILE`` (a user's
+transformers model on the user's labelled data, ``tasks.local``).
 
 ``loss_kind``: ``"zero_one"`` (y int64 labels ``(n,)``, outputs are logits) or ``"mse"`` (y float32
 ``(n, d_out)``; squared error *averaged* over outputs, as ``harness.train``'s ``Loss.MSE``, so the task
@@ -25,18 +26,19 @@ from ...errors import InputError
 from .base import Task, TaskConfig, clear_pretrain_cache, mlp
 from .digits import DIGIT_TRANSFORMS, DigitsConfig, DigitsTask
 from .linreg import LinregConfig, LinregTask
+from .local import LocalConfig, LocalTask
 from .mnist import INPUT_SHIFTS, OUTPUT_SHIFTS, SHIFTS, MnistConfig, MnistTask
 from .teacher import TeacherConfig, TeacherTask, teacher_logits
 
 __all__ = [
     "DEFAULT_TASK", "DIGIT_TRANSFORMS", "INPUT_SHIFTS", "OUTPUT_SHIFTS", "SHIFTS", "TASKS", "DigitsConfig",
-    "DigitsTask", "LinregConfig", "LinregTask", "MnistConfig", "MnistTask", "Task", "TaskConfig", "TeacherConfig", "TeacherTask", "clear_pretrain_cache",
+    "DigitsTask", "LinregConfig", "LinregTask", "LocalConfig", "LocalTask", "MnistConfig", "MnistTask", "Task", "TaskConfig", "TeacherConfig", "TeacherTask", "clear_pretrain_cache",
     "canonical_task_name", "get_task", "mlp", "split_task_name", "task_names", "teacher_logits",
 ]
 
 # ------------------------------------------------------------------------------------ registry
 TASKS: dict[str, type[Task]] = {"digits": DigitsTask, "teacher": TeacherTask, "linreg": LinregTask,
-                                 "mnist": MnistTask}
+                                 "mnist": MnistTask, "local": LocalTask}
 DEFAULT_TASK = "digits"
 
 
@@ -95,6 +97,9 @@ def canonical_task_name(name: str) -> str:
         default = next(f.default for f in fields(cls.config_class) if f.name == cls.model_setting)
         if model == default:
             model = None
+    canonical = getattr(cls, "canonical_setting", None)
+    if shift is not None and canonical is not None:
+        shift = canonical(shift)
     return base + (f"/{model}" if model else "") + (f":{shift}" if shift else "")
 
 
