@@ -372,5 +372,5 @@ def test_linreg_sets_are_seeded_and_distinct(linreg):
 
 
 def test_registry_matches_the_classes():
-    assert set(tasks.TASKS) == {"digits", "teacher", "linreg", "mnist"} and tasks.DEFAULT_TASK == "digits"
+    assert set(tasks.TASKS) == {"digits", "teacher", "linreg", "mnist", "local"} and tasks.DEFAULT_TASK == "digits"
     assert isinstance(get_task("linreg", LinregConfig(d_in=3, d_out=2, delta_rank=1)), tasks.LinregTask)
