@@ -237,7 +237,7 @@ class Grid:
         return {"bits": self.bits, "clip": self.clip}
 
 
-def _as_grid(name: str, value) -> Grid:
+def as_grid(name: str, value) -> Grid:
     """A ``Grid`` from a ``Grid``, a ``(bits, clip)`` pair or any object with ``bits`` and ``clip``."""
     if type(value) is Grid:
         return value
@@ -694,8 +694,8 @@ def _grids_for(tensors: Mapping, grid) -> tuple[dict[str, Grid], bool]:
     if isinstance(grid, Mapping):
         if set(grid) != set(tensors):
             raise InputError(f"grid must have the same names as tensors ({sorted(tensors)}), got {sorted(grid)}")
-        return {name: _as_grid(f"grid[{name!r}]", grid[name]) for name in tensors}, False
-    shared = _as_grid("grid", grid)
+        return {name: as_grid(f"grid[{name!r}]", grid[name]) for name in tensors}, False
+    shared = as_grid("grid", grid)
     return {name: shared for name in tensors}, True
 
 
@@ -810,7 +810,7 @@ def _check_candidates(candidates) -> list[Grid]:
         raise InputError(f"candidates must be a non-empty list of grids, got {_describe(candidates)}")
     if not candidates:
         raise InputError("candidates must be a non-empty list of grids, got an empty list")
-    return [_as_grid(f"candidates[{i}]", c) for i, c in enumerate(candidates)]
+    return [as_grid(f"candidates[{i}]", c) for i, c in enumerate(candidates)]
 
 
 def _check_tolerance(tolerance) -> float | None:

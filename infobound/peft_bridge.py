@@ -511,9 +511,9 @@ def quantise_adapter(model, grid, *, adapter_name: str = "default") -> float:
     """
     require_hf("quantise_adapter")
     import torch
-    from .codelength import _as_grid
+    from .codelength import as_grid
 
-    grid = _as_grid("grid", grid)
+    grid = as_grid("grid", grid)
     params, _ = _coded_parameters(model, str(adapter_name))
     worst = 0.0
     with torch.no_grad():
@@ -579,7 +579,7 @@ def certificate_from_values(values: Mapping, train_error: float, n: int, *, delt
     import math
 
     from .certificates import certificate
-    from .codelength import _as_grid, adapter_code_length_from_values
+    from .codelength import as_grid, adapter_code_length_from_values
     from .harness.codes import adaptive_grids
     from .validation import check_real
 
@@ -598,7 +598,7 @@ def certificate_from_values(values: Mapping, train_error: float, n: int, *, delt
     else:
         if tolerance is not None:
             raise InputError("tolerance applies only when the grid is chosen (grid=None)")
-        grid = _as_grid("grid", grid)
+        grid = as_grid("grid", grid)
         grid_candidates = check_int("grid_candidates", grid_candidates, 1)
     code = adapter_code_length_from_values(values, grid, seed_bits=seed_bits, grid_candidates=grid_candidates)
     bits = math.ceil(code.total_bits - 1e-9)
