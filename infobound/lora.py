@@ -145,6 +145,9 @@ class LoRALinear(nn.Module):
         self.scaling = self.alpha / self.rank
         self.seed = check_seed("seed", seed)
         self.stack, self.seeds = _check_stack(stack, seeds, self.seed)
+        self.origin: tuple[int, tuple[int, ...]] | None = None
+        """Set by ``inject_lora``: ``(i, seeds)``, the layer being the model's i-th ``nn.Linear`` and its
+        draws ``derive_seed(seeds[k], i)`` (one seed per replica); None for a layer built directly."""
         self.base = base
         base.requires_grad_(False)
         self.merged = False
@@ -376,6 +379,7 @@ def inject_lora(
             module, rank, mode=mode, alpha=alpha, init=init, seed=derive_seed(seed, index),
             stack=stack, seeds=None if stack is None else [derive_seed(s, index) for s in seeds],
         )
+        layer.origin = (index, (seed,) if stack is None else tuple(seeds))
         _set_submodule(model, name, layer)
         replaced.append(name)
     return replaced

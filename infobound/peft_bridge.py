@@ -31,6 +31,7 @@ naming what to install.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -408,6 +409,100 @@ def check_b_only(model, adapter_name: str = "default") -> dict:
     return record
 
 
+B_ONLY_FILE = "infobound_b_only.json"
+"""The file in a saved adapter folder recording the seeds of its frozen ``lora_A`` draws."""
+B_ONLY_RULES = {
+    "lora_layers": "layer i of the adapter's LoRA layers (model order) draws with derive_seed(seed, i): make_b_only",
+    "linear_modules": "the LoRA layer on the i-th nn.Linear of the base model (model order) draws with "
+                      "derive_seed(seed, i): infobound's inject_lora, as the harness trains",
+}
+"""How the layer seeds of a B-only record follow from its one seed; ``read_b_only_file`` checks it."""
+
+
+def write_b_only_file(folder, seed: int, init: str, rule: str, layers: Mapping[str, int]):
+    """Write ``B_ONLY_FILE`` into the adapter ``folder``: the one seed, the draw (``init``), the rule
+    (a key of ``B_ONLY_RULES``) and every layer's seed, by the layer's name in the base model."""
+    from pathlib import Path
+
+    if rule not in B_ONLY_RULES:
+        raise InputError(f"rule must be one of {', '.join(B_ONLY_RULES)}, got {rule!r}")
+    path = Path(folder) / B_ONLY_FILE
+    data = {"format": 1, "seed": int(seed), "init": str(FrozenInit.parse(init).value), "rule": rule,
+            "layers": {str(k): int(v) for k, v in layers.items()}}
+    path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    return path
+
+
+def save_b_only_record(model, folder, adapter_name: str = "default"):
+    """Write the ``make_b_only`` record of ``model`` (checked by ``check_b_only``) beside the adapter
+    saved in ``folder``, so that ``infobound peft FOLDER`` charges the frozen ``lora_A`` its seed only."""
+    record = check_b_only(model, adapter_name)
+    return write_b_only_file(folder, record["seed"], record["init"], "lora_layers", record["layers"])
+
+
+def read_b_only_file(folder) -> dict | None:
+    """The B-only record saved in ``folder`` (None when there is none); an ``InputError`` for a file
+    that is not one."""
+    import os
+
+    path = os.path.join(os.fspath(folder), B_ONLY_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        seed, init, rule, layers = int(data["seed"]), FrozenInit.parse(data["init"]), data["rule"], data["layers"]
+        layers = {str(k): int(v) for k, v in dict(layers).items()}
+    except (OSError, ValueError, KeyError, TypeError, InputError) as exc:
+        raise InputError(f"{path!r} is not a B-only record (seed, init, rule, layers): {exc}") from None
+    if rule not in B_ONLY_RULES:
+        raise InputError(f"{path!r}: rule must be one of {', '.join(B_ONLY_RULES)}, got {rule!r}")
+    return {"seed": seed, "init": init, "rule": rule, "layers": layers, "path": path}
+
+
+def _linear_order(model) -> dict[str, int]:
+    """Name -> position among the base model's ``nn.Linear`` modules before PEFT wrapped them (a PEFT
+    LoRA layer stands where its ``base_layer`` was; the factors' own linears are not counted)."""
+    import torch
+
+    order = {}
+    for name, module in _base_model(model).named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        parts = name.split(".")
+        if any(p.startswith("lora_") for p in parts):
+            continue
+        order[name.removesuffix(".base_layer")] = len(order)
+    return order
+
+
+def verify_b_only_record(model, record: Mapping, a_values: Mapping[str, object], adapter_name: str = "default") -> None:
+    """Check that every LoRA layer's ``lora_A`` in ``a_values`` (layer name -> array) is the seeded draw
+    of ``record`` and that the layer seeds follow from its one seed by its rule; ``InputError`` names
+    the first layer where either fails. Only then is the frozen factor a function of the seed alone."""
+    import numpy as np
+
+    from .lora import derive_seed, draw_factor
+
+    layers = _lora_layers(model, adapter_name)
+    order = _linear_order(model)
+    missing_layers = [n for n, _ in layers if n not in record["layers"]]
+    if missing_layers:
+        raise InputError(f"the B-only record has no seed for layer {missing_layers[0]!r}")
+    for i, (name, layer) in enumerate(layers):
+        index = i if record["rule"] == "lora_layers" else order.get(name)
+        if index is None or record["layers"][name] != derive_seed(record["seed"], index):
+            raise InputError(f"layer {name!r}: its seed in the B-only record does not follow from seed "
+                             f"{record['seed']} by the rule {record['rule']!r} ({B_ONLY_RULES[record['rule']]})")
+        a, b = _factors(layer, adapter_name)
+        rank, d_in, d_out = a.shape[0], a.shape[1], b.shape[0]
+        drawn = draw_factor("A", d_in, d_out, rank, record["init"], record["layers"][name]).float().numpy()
+        saved = np.asarray(a_values[name], dtype=np.float64)
+        if saved.shape != drawn.shape or np.max(np.abs(saved - drawn)) > 0:
+            raise InputError(f"layer {name!r}: the saved lora_A is not the seeded draw of the B-only record "
+                             f"(seed {record['layers'][name]}); it cannot be charged its seed only")
+
+
 # ------------------------------------------------------------------------------ certificate
 def _seed_code_bits(seed: int) -> int:
     """Length of the Elias-delta code of ``seed + 1``: a prefix-free code of every seed >= 0, so the
@@ -611,7 +706,7 @@ def certificate_from_values(values: Mapping, train_error: float, n: int, *, delt
             f"train_error is that quantised model's training error (largest quantisation error here "
             f"{worst:.3g}; 0 once quantise_adapter was applied) and the base model never saw the data")
     if seed is not None:
-        note += f"; lora_A is the seeded draw of make_b_only (seed {seed}, {seed_bits} bits), not coded"
+        note += f"; lora_A is a seeded draw (seed {seed}, {seed_bits} bits, checked against the draw), not coded"
     return PeftCertificate(
         code_length_bits=float(code.total_bits), items=dict(code.items), grid=grid, grid_candidates=grid_candidates,
         max_quantisation_error=worst, quantisation_errors=errors, seed=seed, seed_bits=seed_bits,

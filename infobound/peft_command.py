@@ -125,8 +125,9 @@ def saved_key(name: str, adapter_name: str = "default") -> str:
     return "base_model.model." + key
 
 
-def saved_values(wrapped, weights: dict) -> dict:
-    """name -> float64 array of every tensor the adapter trains, in model order, from ``weights``."""
+def saved_values(wrapped, weights: dict, ignore: frozenset = frozenset()) -> dict:
+    """name -> float64 array of every tensor the adapter trains, in model order, from ``weights``;
+    keys in ``ignore`` (a seeded frozen ``lora_A``) may be present and are not read."""
     from .hf_models import base_of
 
     out, used = {}, set()
@@ -143,11 +144,38 @@ def saved_values(wrapped, weights: dict) -> dict:
                              f"trains {tuple(p.shape)}")
         out[name] = tensor.detach().to("cpu").double().numpy()
         used.add(key)
-    unknown = sorted(set(weights) - used)
+    unknown = sorted(set(weights) - used - set(ignore))
     if unknown:
         raise InputError(f"the adapter weights hold {len(unknown)} tensor(s) the adapter config does not "
                          f"train: {', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}")
     return out
+
+
+def b_only_from_record(wrapped, adapter) -> dict | None:
+    """When the adapter folder holds a B-only record (``peft_bridge.B_ONLY_FILE``): check that every
+    saved ``lora_A`` is its seeded draw (``verify_b_only_record``), freeze those factors in ``wrapped``
+    (so the spec is B-only) and return ``{"seed", "keys"}`` (the saved keys of the seeded factors);
+    None when there is no record."""
+    from .hf_models import base_of
+    from .peft_bridge import read_b_only_file, verify_b_only_record
+
+    folder = adapter if os.path.isdir(os.fspath(adapter)) else (os.path.dirname(os.fspath(adapter)) or ".")
+    record = read_b_only_file(folder)
+    if record is None:
+        return None
+    weights = read_adapter_weights(folder)
+    params = dict(base_of(wrapped).named_parameters())
+    a_values, keys = {}, set()
+    for name in record["layers"]:
+        key = saved_key(f"{name}.lora_A.default.weight")
+        if key not in weights or f"{name}.lora_A.default.weight" not in params:
+            raise InputError(f"the B-only record names layer {name!r}, which the adapter has no lora_A for")
+        a_values[name] = weights[key].detach().to("cpu").double().numpy()
+        keys.add(key)
+    verify_b_only_record(wrapped, record, a_values)
+    for name in record["layers"]:
+        params[f"{name}.lora_A.default.weight"].requires_grad_(False)
+    return {"seed": record["seed"], "keys": frozenset(keys)}
 
 
 def _arguments(parser) -> None:
@@ -177,11 +205,14 @@ def _run(args) -> int:
         raise InputError("--delta applies to the certificate: give --train-error and --n too")
     fill_defaults(args, {"bits": 16, "n": 10000, "sigma": DEFAULT_SIGMA, "delta": 0.05})
     wrapped = wrapped_from_adapter_config(args.adapter, args.base_config)
+    seeded = b_only_from_record(wrapped, args.adapter)
     report = describe_peft(wrapped, "default", args.bits)
     cert = None
     if args.train_error is not None:
-        values = saved_values(wrapped, read_adapter_weights(args.adapter))
-        cert = certificate_from_values(values, args.train_error, args.n, delta=args.delta)
+        values = saved_values(wrapped, read_adapter_weights(args.adapter),
+                              ignore=frozenset() if seeded is None else seeded["keys"])
+        cert = certificate_from_values(values, args.train_error, args.n, delta=args.delta,
+                                       seed=None if seeded is None else seeded["seed"])
     spec = report.spec
     result = seed_bound(spec, args.n, sigma=args.sigma)
     record = result.to_dict()

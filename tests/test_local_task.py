@@ -160,6 +160,31 @@ def test_the_exported_adapter_counts_as_the_sweep_counts_it(text_task, tmp_path)
     assert json.loads(out)["trainable_params"] == 4 * 2 * (16 + 16) + 2 * (16 + 2)
 
 
+def test_an_exported_b_only_replica_is_charged_its_frozen_seed_only(text_task, tmp_path):
+    from infobound.harness.sweep import frozen_seed
+    from infobound.peft_bridge import B_ONLY_FILE
+
+    task = get_task(_name(text_task))
+    model = task.base_model()
+    masters = [frozen_seed(3), frozen_seed(4)]
+    inject_lora(model, task.default_targets, 2, mode="b_only", stack=2, seeds=masters)
+    folder = export_peft_adapter(model, tmp_path / "b", replica=1)
+    record = json.loads((folder / B_ONLY_FILE).read_text())
+    assert record["seed"] == masters[1] and record["rule"] == "linear_modules"
+    argv = ["peft", str(folder), "--base-config", str(folder / "base_model_config.json"),
+            "--train-error", "0.2", "--n", "90", "--json"]
+    code, out, err = run_cli(argv)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["mode"] == "b_only" and result["trainable_params"] == 4 * 16 * 2 + 2 * 2  # B only, by hand
+    assert result["certificate"]["seed"] == masters[1]
+    # a record whose layer seeds do not follow from its seed is refused
+    record["layers"] = {k: v + 1 for k, v in record["layers"].items()}
+    (folder / B_ONLY_FILE).write_text(json.dumps(record))
+    code, _, err = run_cli(argv)
+    assert code == 2 and "does not follow from seed" in err
+
+
 # ------------------------------------------------------------------------------ the sweep
 def test_every_mode_runs_through_the_sweep_into_the_store(text_task, tmp_path):
     config = SweepConfig(task=_name(text_task), modes=("lora", "b_only", "a_only", "full"), ranks=(2,),

@@ -526,6 +526,41 @@ def test_cli_peft_certificate_from_the_saved_weights(tmp_path, capsys):
     assert "seed bound" in out and "certificate (delta 0.01" in out and "QUANTISED" in out
 
 
+def test_cli_peft_charges_a_saved_b_only_record_its_seed_only(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from infobound.cli import main
+    from infobound.peft_bridge import B_ONLY_FILE, save_b_only_record
+
+    grid_free = ["--train-error", "0.1", "--n", "1000", "--json"]
+    model = trained_roberta()
+    make_b_only(model, seed=7)
+    folder = tmp_path / "adapter"
+    model.save_pretrained(folder)
+    save_b_only_record(model, folder)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta", **ROBERTA}))
+    argv = ["peft", str(folder), "--base-config", str(tmp_path / "config.json")]
+    assert main(argv + grid_free) == 0
+    record = json.loads(capsys.readouterr().out)
+    expected = peft_certificate(model, 0.1, 1000)  # the in-memory B-only model, its record on it
+    assert record["mode"] == "b_only" and record["trainable_params"] == peft_count(model)
+    assert record["certificate"]["seed"] == 7 and record["certificate"]["seed_bits"] == delta_bits(8)
+    assert record["certificate"]["code_length_bits"] == pytest.approx(expected.code_length_bits)
+    # a lora_A changed after saving is not the seeded draw: refused, one line
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    key = next(k for k in weights if ".lora_A." in k)
+    weights[key] = weights[key] + 1e-3
+    save_file(weights, str(folder / "adapter_model.safetensors"))
+    assert main(argv + grid_free) == 2
+    assert "not the seeded draw" in capsys.readouterr().err
+    # without the record the same file is an ordinary LoRA adapter, A coded like the rest
+    (folder / B_ONLY_FILE).unlink()
+    assert main(argv + grid_free) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["mode"] == "lora" and plain["certificate"]["seed"] is None
+    assert plain["certificate"]["code_length_bits"] > record["certificate"]["code_length_bits"]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--train-error", "1.5", "--n", "100"], "train-error"),
     (["--train-error", "-0.1", "--n", "100"], "train-error"),

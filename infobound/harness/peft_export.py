@@ -78,10 +78,34 @@ def peft_model_of(model: nn.Module, replica: int = 0):
     return wrapped
 
 
+def _write_b_only(model: nn.Module, folder: Path, replica: int) -> None:
+    """For a b_only model, the record that lets ``infobound peft`` charge the frozen A its seed only:
+    the replica's one frozen seed and every layer's derived seed (rule ``linear_modules``)."""
+    from ..lora import derive_seed
+    from ..peft_bridge import write_b_only_file
+
+    layers = lora_layers(model)
+    if any(layer.mode is not Mode.B_ONLY or layer.origin is None for _, layer in layers):
+        return
+    masters = {layer.origin[1][replica] for _, layer in layers}
+    if len(masters) != 1:
+        return  # layers drawn from different seeds: nothing one seed pays for
+    master = masters.pop()
+    prefix = "model." if hasattr(model, "kind") and hasattr(model, "model") else ""
+    seeds = {}
+    for name, layer in layers:
+        seed = layer.seed if layer.stack is None else layer.seeds[replica]
+        if seed != derive_seed(master, layer.origin[0]):
+            return
+        seeds[name.removeprefix(prefix)] = seed
+    write_b_only_file(folder, master, layers[0][1].init.value, "linear_modules", seeds)
+
+
 def export_peft_adapter(model: nn.Module, folder: str | os.PathLike, replica: int = 0) -> Path:
     """Write replica ``replica`` of ``model`` as a PEFT adapter folder (``adapter_config.json`` and
     ``adapter_model.safetensors``) and the base network's config (``base_model_config.json``: its
-    classes and head class, dropout as trained); returns the folder. Load it with
+    classes and head class, dropout as trained); for a b_only replica also the seed record
+    (``peft_bridge.B_ONLY_FILE``), so that its frozen A costs only its seed; returns the folder. Load it with
     ``PeftModel.from_pretrained(base_model, folder)`` on the same base weights; count and certify it
     with ``infobound peft FOLDER --base-config FOLDER/base_model_config.json``."""
     wrapped = peft_model_of(model, replica)
@@ -92,6 +116,7 @@ def export_peft_adapter(model: nn.Module, folder: str | os.PathLike, replica: in
         base_config = copy.deepcopy(wrapped.base_model.model.config)
         base_config.architectures = [type(wrapped.base_model.model).__name__]  # its head class, for the CLI
         base_config.to_json_file(str(folder / BASE_CONFIG))
+        _write_b_only(model, folder, replica)
     except OSError as exc:
         raise InputError(f"folder {str(folder)!r} cannot be written: {exc}") from None
     return folder
