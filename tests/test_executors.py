@@ -100,6 +100,9 @@ class Wrapping:
     def map(self, fn, iterable):
         return self.inner.map(self.wrap(fn), iterable)
 
+    def map_completed(self, fn, iterable):
+        return self.inner.map_completed(self.wrap(fn), iterable)
+
 
 class FailFor:
     """``fn`` that raises for the group of ``mode`` (a worker failing mid-sweep)."""
@@ -144,6 +147,46 @@ def test_failed_group_keeps_the_finished_ones_and_the_rerun_completes(executor, 
         counts = run_sweep(CONFIG, store, executor=executor, progress=False)
     assert counts == {"groups": 2, "skipped": 1, "written": 2}
     assert stored(out) == reference
+
+
+def test_a_failed_first_group_does_not_lose_the_groups_after_it(executor, reference, tmp_path):
+    from infobound.harness.executors import WorkerFailed
+    from infobound.harness.store import RunStore
+    from infobound.harness.sweep import run_sweep
+
+    out = tmp_path / "out"
+    with RunStore(out) as store:
+        with pytest.raises(WorkerFailed) as failed:
+            run_sweep(CONFIG, store, executor=Wrapping(executor, lambda fn: FailFor(fn, "lora")), progress=False)
+    message = str(failed.value)
+    assert message.startswith(f"group 1 of 2 (digits lora rank 1 n 40) failed in a {executor.kind} worker")
+    assert "the 1 that finished were returned" in message
+    assert stored(out) == {k: v for k, v in reference.items() if v["mode"] == "b_only"}  # finished after it
+
+
+def test_a_plain_concurrent_futures_pool_keeps_every_finished_group(reference, tmp_path):
+    from infobound.harness.executors import WorkerFailed
+    from infobound.harness.store import RunStore
+    from infobound.harness.sweep import completed, process_pool
+
+    class Submitting:  # a concurrent.futures-style executor: submit only
+        def __init__(self, pool):
+            self.pool = pool
+
+        def submit(self, fn, item):
+            return self.pool.submit(FailFor(fn, "lora"), item)
+
+    pool = process_pool(2)
+    try:
+        from infobound.harness.sweep import run_sweep
+
+        with RunStore(tmp_path / "out") as store:
+            with pytest.raises(WorkerFailed, match="group 1 of 2 .*worker lost while training lora"):
+                run_sweep(CONFIG, store, executor=Submitting(pool), progress=False)
+    finally:
+        pool.shutdown()
+    assert stored(tmp_path / "out") == {k: v for k, v in reference.items() if v["mode"] == "b_only"}
+    assert list(completed(None, abs, [-1, 2])) == [(0, 1), (1, 2)]  # in this process: in order
 
 
 def test_unknown_kind_and_bad_options_are_input_errors(tmp_path):

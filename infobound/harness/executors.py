@@ -26,9 +26,12 @@ Every call runs with one torch thread and with this process's disk cache of pret
 (``$INFOBOUND_CACHE``, resolved here and passed to the worker), so a worker loads weights that are
 already cached instead of pretraining again, also on a machine whose environment differs.
 
-A call that raises stops the map: the results before it have been yielded (``run_sweep`` has stored
-those groups), the work not yet started is cancelled, and ``WorkerFailed`` names the item and the
-worker's error (chained as its cause). Rerunning the sweep runs only the groups still missing.
+``map_completed(fn, iterable)`` yields ``(index, fn(item))`` as the calls finish, which ``run_sweep``
+uses so that every group is stored as soon as it is done. A call that raises does not stop the
+others: every other item still runs and is yielded, and then ``WorkerFailed`` names the first failed
+item, the worker's error (chained as its cause) and how many failed. Rerunning the sweep runs only
+the groups still missing. (``map`` keeps the items' order; a call that raises stops it: the results
+before it have been yielded and the work not yet started is cancelled.)
 """
 
 from __future__ import annotations
@@ -123,6 +126,37 @@ def _failed(kind: str, item, index: int, total: int, exc: BaseException, reason:
                         "stored: rerun it to run the rest)")
 
 
+def _failed_after_all(kind: str, items: list, failures: list[tuple[int, BaseException, str | None]]) -> WorkerFailed:
+    """The error ``map_completed`` raises once every other item has finished."""
+    index, exc, reason = min(failures, key=lambda f: f[0])
+    if reason is None:
+        text = str(exc).strip().splitlines()
+        reason = type(exc).__name__ + (f": {text[0]}" if text else "")
+    others = f"{len(failures) - 1} other(s) failed too; " if len(failures) > 1 else ""
+    error = WorkerFailed(f"{describe_item(items[index], index, len(items))} failed in a {kind} worker: {reason}; "
+                         f"{others}the {len(items) - len(failures)} that finished were returned (a sweep keeps "
+                         "them stored: rerun it to run the rest)")
+    error.__cause__ = exc
+    return error
+
+
+def completed_futures(kind: str, items: list, futures: list, as_completed):
+    """``(index, result)`` of ``futures`` (one per item) in the order they finish (``as_completed``);
+    after all, ``WorkerFailed`` for those that raised."""
+    index = {id(f): i for i, f in enumerate(futures)}
+    failures = []
+    for future in as_completed(futures):
+        i = index[id(future)]
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 -- any worker error: kept, reported after the rest
+            failures.append((i, exc, None))
+            continue
+        yield i, result
+    if failures:
+        raise _failed_after_all(kind, items, failures)
+
+
 class Executor(ABC):
     """The shared part: ``kind``, ``workers``, the context manager; each kind gives ``map`` and ``shutdown``."""
 
@@ -135,6 +169,10 @@ class Executor(ABC):
     @abstractmethod
     def map(self, fn, iterable):
         """``fn`` of every item, yielded in the items' order."""
+
+    @abstractmethod
+    def map_completed(self, fn, iterable):
+        """``(index, fn(item))`` as calls finish; ``WorkerFailed`` after all when some raised."""
 
     @abstractmethod
     def shutdown(self, failed: bool = False) -> None:
@@ -171,6 +209,18 @@ class ProcessesExecutor(Executor):
                 results.close()  # cancels the calls not started
                 raise _failed(self.kind, item, i, len(items), exc) from exc
             yield result
+
+    def map_completed(self, fn, iterable):
+        from concurrent.futures import as_completed
+
+        items = list(iterable)
+        call = InWorker(fn, self.env)
+        futures = [self.pool.submit(call, item) for item in items]
+        try:
+            yield from completed_futures(self.kind, items, futures, as_completed)
+        finally:
+            for future in futures:
+                future.cancel()  # only those not started; a no-op once all are done
 
     def shutdown(self, failed: bool = False) -> None:
         from .sweep import stop_workers
@@ -221,6 +271,20 @@ class DaskExecutor(Executor):
                     raise _failed(self.kind, item, i, len(items), exc) from exc
                 future.release()
                 yield result
+        finally:
+            left = [f for f in futures if f.status == "pending"]
+            if left:
+                self.client.cancel(left)
+
+    def map_completed(self, fn, iterable):
+        from distributed import as_completed
+
+        items = list(iterable)
+        futures = self.client.map(InWorker(fn, self.env), items, pure=False)
+        try:
+            for i, result in completed_futures(self.kind, items, futures, as_completed):
+                futures[i].release()
+                yield i, result
         finally:
             left = [f for f in futures if f.status == "pending"]
             if left:
@@ -289,6 +353,38 @@ class SubmititExecutor(Executor):
             for _, job in submitted:
                 if not job.done():
                     job.cancel(check=False)
+
+    def map_completed(self, fn, iterable):
+        items = list(iterable)
+        call = InWorker(fn, self.env)
+        running: list = []  # (index, job) submitted, not yet returned
+        queued = collections.deque(enumerate(items))
+        failures = []
+        try:
+            while running or queued:
+                while queued and len(running) < self.workers:
+                    i, item = queued.popleft()
+                    job = self.executor.submit(call, item)
+                    self.jobs.append(job)
+                    running.append((i, job))
+                done = [(i, job) for i, job in running if job.done()]
+                if not done:
+                    time.sleep(POLL_S)
+                    continue
+                for i, job in done:
+                    running.remove((i, job))
+                    try:
+                        result = job.result()
+                    except Exception as exc:  # noqa: BLE001 -- reported after the rest
+                        failures.append((i, exc, _job_reason(job, exc)))
+                        continue
+                    yield i, result
+        finally:
+            for _, job in running:
+                if not job.done():
+                    job.cancel(check=False)
+        if failures:
+            raise _failed_after_all(self.kind, items, failures)
 
     def shutdown(self, failed: bool = False) -> None:
         for job in self.jobs:

@@ -710,10 +710,10 @@ def run_sweep(
     groups = config.groups()
     todo = [g for g in groups if store.missing(g.keys())]
     counts = {"groups": len(groups), "skipped": len(groups) - len(todo), "written": 0}
-    mapper = map if executor is None else executor.map
     bar = tqdm(total=len(todo), desc=f"{config.task} sweep", unit="group", disable=not progress)
     try:
-        for group, records in zip(todo, mapper(run_group, todo)):
+        for index, records in completed(executor, run_group, todo):
+            group = todo[index]
             counts["written"] += store.put_many(
                 (r["key"], {k: v for k, v in r.items() if k not in ("key", ARRAYS_FIELD)},
                  group.run_config(r["mask"] if group.kind == "cmi" else r["seed"], r["bits"]),
@@ -727,6 +727,31 @@ def run_sweep(
                           f"({counts['written']} written by this run); rerun the same command to resume")
     bar.close()
     return counts
+
+
+def completed(executor, fn, items: list):
+    """``(index, fn(item))`` for every item, each as soon as it is done, so a sweep stores every
+    finished group even when another fails: through the executor's ``map_completed`` (infobound's
+    executors), ``submit`` (a ``concurrent.futures`` executor: every other item still runs, then the
+    first error is raised as ``WorkerFailed``), else its ``map`` in order; in this process without one."""
+    if executor is None:
+        for i, item in enumerate(items):
+            yield i, fn(item)
+    elif callable(getattr(executor, "map_completed", None)):
+        yield from executor.map_completed(fn, items)
+    elif callable(getattr(executor, "submit", None)):
+        from concurrent.futures import as_completed
+
+        from .executors import completed_futures
+
+        futures = [executor.submit(fn, item) for item in items]
+        try:
+            yield from completed_futures("process", items, futures, as_completed)
+        finally:
+            for future in futures:
+                future.cancel()
+    else:
+        yield from enumerate(executor.map(fn, items))
 
 
 def linear_layers(model) -> list[LayerSpec]:
