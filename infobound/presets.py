@@ -10,7 +10,7 @@ ever selected). Embeddings, convolutional patch embeddings, poolers and output h
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import InputError
@@ -32,6 +32,9 @@ class Preset:
     """Parameters of the task head for ``num_classes`` outputs (trained in every mode when declared)."""
     head: str = ""
     """The head assumed, in words: the transformers class and its layers."""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    """Target names of an older transformers layout -> the module names here (ViT's ``query`` is
+    ``q_proj`` since transformers 5); a target is matched under its alias."""
 
     @property
     def module_names(self) -> tuple[str, ...]:
@@ -40,7 +43,17 @@ class Preset:
 
     def select(self, targets: str | Sequence[str] | None = None) -> tuple[LayerSpec, ...]:
         """The layers PEFT would adapt for ``targets`` (``None``: PEFT's default for the model)."""
+        if self.aliases and targets is not None and not (isinstance(targets, str) and not targets.strip()):
+            names = parse_targets(targets)
+            targets = [_aliased(t, self.aliases) for t in names]
         return select_layers(self.layers, targets, default=self.default_targets, model=self.name)
+
+
+def _aliased(target: str, aliases: Mapping[str, str]) -> str:
+    head, _, last = target.rpartition(".")
+    if last in aliases:
+        return f"{head}.{aliases[last]}" if head else aliases[last]
+    return target
 
 
 def select_layers(
@@ -86,7 +99,7 @@ def parse_targets(targets: str | Iterable[str]) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------- model builders
 def _encoder_blocks(prefix: str, attn: str, n_layers: int, hidden: int, ffn: int) -> list[LayerSpec]:
-    """BERT-family blocks (RoBERTa, ViT): query/key/value, attention output, intermediate, output."""
+    """BERT-family blocks (RoBERTa): query/key/value, attention output, intermediate, output."""
     layers = []
     for i in range(n_layers):
         block = f"{prefix}.encoder.layer.{i}"
@@ -96,6 +109,20 @@ def _encoder_blocks(prefix: str, attn: str, n_layers: int, hidden: int, ffn: int
         layers.append(LayerSpec(f"{block}.intermediate.dense", hidden, ffn))
         layers.append(LayerSpec(f"{block}.output.dense", ffn, hidden))
     return layers
+
+
+def _vit_blocks(n_layers: int, hidden: int, ffn: int) -> list[LayerSpec]:
+    """ViT blocks as transformers 5 names them: ``vit.layers.i.attention.{q,k,v,o}_proj``, ``mlp.fc1/fc2``."""
+    layers = []
+    for i in range(n_layers):
+        block = f"vit.layers.{i}"
+        layers += [LayerSpec(f"{block}.attention.{p}", hidden, hidden) for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        layers += [LayerSpec(f"{block}.mlp.fc1", hidden, ffn), LayerSpec(f"{block}.mlp.fc2", ffn, hidden)]
+    return layers
+
+
+VIT_ALIASES = {"query": "q_proj", "key": "k_proj", "value": "v_proj"}
+"""transformers 4's ViT attention names, accepted as targets of the ViT presets."""
 
 
 def _bart(n_enc: int, n_dec: int, d_model: int, ffn: int) -> list[LayerSpec]:
@@ -150,8 +177,8 @@ LLAMA_HEAD = "LlamaForSequenceClassification's score: Linear(d -> C) without bia
 VIT_HEAD = "ViTForImageClassification's classifier: Linear(d -> C) with bias"
 
 
-def _make(name, description, layers, default, head, head_text) -> Preset:
-    return Preset(name, description, tuple(layers), default, head, head_text)
+def _make(name, description, layers, default, head, head_text, aliases=None) -> Preset:
+    return Preset(name, description, tuple(layers), default, head, head_text, dict(aliases or {}))
 
 
 PRESETS: Mapping[str, Preset] = {
@@ -170,9 +197,9 @@ PRESETS: Mapping[str, Preset] = {
         _make("llama-2-70b", "LLaMA-2-70B: 80 blocks, hidden 8192, FFN 28672, 64 heads, 8 KV heads",
               _llama(80, 8192, 28672, 64, 8), ("q_proj", "v_proj"), _linear_head(8192, bias=False), LLAMA_HEAD),
         _make("vit-base-patch16-224", "ViT-base/16 at 224 px: 12 blocks, hidden 768, FFN 3072",
-              _encoder_blocks("vit", "attention.attention", 12, 768, 3072), None, _linear_head(768), VIT_HEAD),
+              _vit_blocks(12, 768, 3072), None, _linear_head(768), VIT_HEAD, VIT_ALIASES),
         _make("vit-large-patch16-224", "ViT-large/16 at 224 px: 24 blocks, hidden 1024, FFN 4096",
-              _encoder_blocks("vit", "attention.attention", 24, 1024, 4096), None, _linear_head(1024), VIT_HEAD),
+              _vit_blocks(24, 1024, 4096), None, _linear_head(1024), VIT_HEAD, VIT_ALIASES),
     )
 }
 

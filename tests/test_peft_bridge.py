@@ -279,16 +279,18 @@ def test_seq_cls_configs_match_the_presets_layer_by_layer(preset, config, target
     assert sorted(spec.layers, key=lambda l: l.name) == sorted(expected.layers, key=lambda l: l.name)
 
 
-def test_vit_config_matches_the_preset_counts():
-    model = peft_bridge.build_meta_model(VIT_BASE)
-    names = suffixes(model)
-    targets = "query,value" if {"query", "value"} <= names else "q_proj,v_proj"
-    spec = spec_from_hf_config(VIT_BASE, targets, 8, "lora")
-    expected = preset_spec("vit-base-patch16-224", "query,value", rank=8)
+@pytest.mark.parametrize("targets", ["q_proj,v_proj", "all-linear"])
+def test_vit_config_matches_the_preset_layer_by_layer(targets):
+    spec = spec_from_hf_config(VIT_BASE, targets, 8, "lora", auto_class="AutoModelForImageClassification")
+    expected = preset_spec("vit-base-patch16-224", targets, rank=8)
     assert spec.trainable_params == expected.trainable_params
-    every = spec_from_hf_config(VIT_BASE, "all-linear", 4, "a_only", auto_class="AutoModelForImageClassification")
-    assert every.trainable_params == preset_spec("vit-base-patch16-224", "all-linear", rank=4,
-                                                 mode="a_only").trainable_params
+    assert sorted(spec.layers, key=lambda l: l.name) == sorted(expected.layers, key=lambda l: l.name)
+
+
+def test_vit_presets_accept_the_transformers_4_attention_names():
+    old = preset_spec("vit-base-patch16-224", "query,value", rank=8)
+    assert old.layers == preset_spec("vit-base-patch16-224", "q_proj,v_proj", rank=8).layers
+    assert len(old.layers) == 24 and old.trainable_params == 24 * 8 * (768 + 768)
 
 
 def test_hf_config_from_a_file_and_bad_input(tmp_path):
