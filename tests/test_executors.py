@@ -249,3 +249,22 @@ def test_cli_prints_a_failed_run_as_one_line(monkeypatch, tmp_path, capsys):
     assert main(["validate", "--out", str(tmp_path / "o"), "--ranks", "1", "--n", "40", "--seeds", "2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "failed in a dask worker" in err[0] and "Traceback" not in err[0]
+
+
+def test_cli_several_tasks_share_one_executor(monkeypatch, tmp_path):
+    from infobound.harness import executors
+
+    made = []
+    real = executors.make_executor
+
+    def counting(kind, workers, **options):
+        made.append(kind)
+        return real("processes", workers)
+
+    monkeypatch.setattr(executors, "make_executor", counting)
+    status, stdout, err = run_cli(["validate", "--out", str(tmp_path / "out"), "--task", "digits,digits:flip",
+                                   *SMALL[2:], "--workers", "2", "--executor", "dask"])
+    assert status == 0, err
+    assert made == ["dask"]  # one cluster for both tasks, not one per task
+    assert (tmp_path / "out" / "digits" / "records.sqlite").exists()
+    assert (tmp_path / "out" / "digits_flip" / "records.sqlite").exists()

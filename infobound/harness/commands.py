@@ -198,19 +198,22 @@ def _run_validate(args) -> int:
                              validation_fraction=args.validation_fraction or DEFAULTS.validation_fraction)
         check_bounds(config, args.bounds)
         configs.append(check_config(config)[0])
+    workers = default_workers() if args.workers is None else args.workers
     if len(configs) == 1:
-        _validate_one(args, configs[0], args.out)
+        with _executor(args, workers, args.out) as executor:
+            _validate_one(args, configs[0], args.out, workers, executor)
         return 0
     from pathlib import Path
 
     from .compare import format_comparison, write_comparison
 
     folders = []
-    for config in configs:
-        folder = Path(args.out) / task_folder(config.task)
-        print(f"\n=== task {config.task}: {folder}")
-        _validate_one(args, config, folder)
-        folders.append(folder)
+    with _executor(args, workers, args.out) as executor:  # one cluster for every task
+        for config in configs:
+            folder = Path(args.out) / task_folder(config.task)
+            print(f"\n=== task {config.task}: {folder}")
+            _validate_one(args, config, folder, workers, executor)
+            folders.append(folder)
     path, rows = write_comparison(folders, Path(args.out) / "comparison.md")
     print("\n" + format_comparison(rows))
     print(f"comparison: {path}")
@@ -224,13 +227,11 @@ def task_folder(task: str) -> str:
     return safe_name(task)
 
 
-def _validate_one(args, config: SweepConfig, out) -> None:
+def _validate_one(args, config: SweepConfig, out, workers: int, executor) -> None:
     from .validate import clipping_warning, validate
 
-    workers = default_workers() if args.workers is None else args.workers
-    with _executor(args, workers, out) as executor:
-        result = validate(config, out, progress=not args.no_progress, workers=workers, executor=executor,
-                          on_plan=lambda plan: _print_plan(plan, config), bounds=args.bounds)
+    result = validate(config, out, progress=not args.no_progress, workers=workers, executor=executor,
+                      on_plan=lambda plan: _print_plan(plan, config), bounds=args.bounds)
     counts = result["counts"]
     print(result["table"])
     print("\n" + result["tightness_table"])
