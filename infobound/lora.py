@@ -52,6 +52,7 @@ __all__ = [
     "LoRALinear",
     "derive_seed",
     "draw_factor",
+    "fixed_input",
     "folded_replicas",
     "inject_lora",
     "lora_layers",
@@ -149,6 +150,7 @@ class LoRALinear(nn.Module):
         base.requires_grad_(False)
         self.merged = False
         self._saved_weight: torch.Tensor | None = None  # the unmerged base weight while merged
+        self._fixed: tuple[torch.Tensor, dict] | None = None  # (input, its frozen products): fixed_input
 
         like = dict(dtype=base.weight.dtype, device=base.weight.device)
         lead = () if self.stack is None else (self.stack,)
@@ -209,12 +211,27 @@ class LoRALinear(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         x3 = x.reshape(self.stack, -1, self.d_in)  # (K, batch, d_in)
+        fixed = self._fixed
+        if fixed is not None and x is fixed[0] and self.mode is not Mode.FULL:
+            return self._forward_fixed(x3, fixed[1]).reshape(*x.shape[:-1], self.d_out)
         weight = self.base.weight + self.delta_weight()  # (d_out, d_in) + (K, d_out, d_in)
         if self.base.bias is None:
             out = torch.bmm(x3, weight.transpose(1, 2))  # (K, b, d_in) @ (K, d_in, d_out)
         else:
             out = torch.baddbmm(self.base.bias, x3, weight.transpose(1, 2))
         return out.reshape(*x.shape[:-1], self.d_out)
+
+    def _forward_fixed(self, x3: torch.Tensor, cache: dict) -> torch.Tensor:
+        """The stacked forward of the input registered by ``fixed_input``: its products with the
+        frozen tensors (``x·W0ᵀ + bias``, and ``x·Aᵀ`` when A is frozen) are computed once and
+        kept; each call adds only the low-rank part, ``scaling · (x·Aᵀ)·Bᵀ``."""
+        if "base" not in cache:
+            with torch.no_grad():
+                cache["base"] = nn.functional.linear(x3, self.base.weight, self.base.bias)  # (K, b, d_out)
+                if not self.lora_A.requires_grad:
+                    cache["xa"] = torch.bmm(x3, self.lora_A.transpose(1, 2))  # (K, b, r)
+        xa = cache["xa"] if "xa" in cache else torch.bmm(x3, self.lora_A.transpose(1, 2))
+        return torch.baddbmm(cache["base"], xa, self.lora_B.transpose(1, 2), alpha=self.scaling)
 
     # ------------------------------------------------------------------------------ merging
     @torch.no_grad()
@@ -269,6 +286,25 @@ def folded_replicas() -> Iterator[None]:
         yield
     finally:
         _FOLDED.on = previous
+
+
+@contextlib.contextmanager
+def fixed_input(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
+    """Within this context, a stacked ``LoRALinear`` of ``model`` (not ``full``) called with this very
+    tensor ``x`` (the same object, e.g. a full training batch fed to the first layer at every step)
+    computes its products with the frozen tensors once: ``x·W0ᵀ + bias``, and ``x·Aᵀ`` where A is
+    frozen (``b_only``); every call then adds only ``scaling · (x·Aᵀ)·Bᵀ``. The same numbers as the
+    ordinary forward up to float rounding (the unstacked layer's order of operations), for a
+    fraction of the work. ``x`` and the frozen tensors must not change inside the context (an
+    in-place change would go unseen); another input takes the ordinary forward."""
+    layers = [m for _, m in lora_layers(model) if m.stack is not None]
+    for layer in layers:
+        layer._fixed = (x, {})
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._fixed = None
 
 
 def _check_stack(stack, seeds, seed: int) -> tuple[int | None, tuple[int, ...] | None]:
