@@ -214,12 +214,19 @@ class LoRALinear(nn.Module):
         fixed = self._fixed
         if fixed is not None and x is fixed[0] and self.mode is Mode.B_ONLY:
             return self._forward_fixed(x3, fixed[1]).reshape(*x.shape[:-1], self.d_out)
-        weight = self.base.weight + self.delta_weight()  # (d_out, d_in) + (K, d_out, d_in)
+        weight = self._stacked_weight()  # (K, d_out, d_in)
         if self.base.bias is None:
             out = torch.bmm(x3, weight.transpose(1, 2))  # (K, b, d_in) @ (K, d_in, d_out)
         else:
             out = torch.baddbmm(self.base.bias, x3, weight.transpose(1, 2))
         return out.reshape(*x.shape[:-1], self.d_out)
+
+    def _stacked_weight(self) -> torch.Tensor:
+        """W0 + ΔW_k for every replica: one ``baddbmm`` (W0 + scaling · B_k A_k) instead of a product,
+        a scaling and a sum (fewer operations per step, forward and backward)."""
+        if self.mode is Mode.FULL:
+            return self.base.weight + self.lora_delta
+        return torch.baddbmm(self.base.weight, self.lora_B, self.lora_A, alpha=self.scaling)
 
     def _forward_fixed(self, x3: torch.Tensor, cache: dict) -> torch.Tensor:
         """``b_only``'s stacked forward of the input registered by ``fixed_input``: its products with
