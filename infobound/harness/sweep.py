@@ -900,8 +900,8 @@ class SweepPlan:
     """float32 activations of the largest group (inputs of every linear layer, kept for backward)."""
     supersamples: int = 0
     """k1 of a supersample sweep (0 for a seed sweep): its groups are configurations × k1."""
-    group_costs: tuple[tuple[int, float], ...] = ()
-    """(steps, counted FLOPs) of every group to train, in the order they are handed out."""
+    group_costs: tuple[tuple[int, int, float], ...] = ()
+    """(K, steps, counted FLOPs) of every group to train, in the order they are handed out."""
 
     @property
     def seconds(self) -> float:
@@ -922,9 +922,10 @@ class SweepPlan:
         left = f"{self.runs_todo:,} to train" if self.runs_todo < self.runs else "none stored yet"
         m = FITTED
         return (f"sweep: {runs} ({left}); ≈ {self.flops:.2g} FLOPs, estimated {_duration(self.seconds)} "
-                f"on {min(self.workers, self.groups_todo)} worker(s) (an estimate from a cost model per group "
-                f"of {m.per_group:.2g} s + {m.per_step * 1e3:.2g} ms per step + FLOPs at {m.flops_per_second / 1e9:.3g} "
-                f"GFLOP/s, fitted by benchmarks/bench_scaling.py on {m.source}; other machines and loads differ); "
+                f"on {min(self.workers, self.groups_todo)} worker(s) (an estimate: per group {m.per_group:.2g} s "
+                f"+ {m.per_replica:.2g} s per seed + {m.per_step * 1e3:.2g} ms per step + FLOPs at "
+                f"{m.flops_per_second / 1e9:.3g} GFLOP/s, + {m.worker_start:.2g} s worker start-up, constants fitted by "
+                f"benchmarks/bench_scaling.py on {m.source}; other machines and loads differ); "
                 f"largest stack ≈ {self.largest_stack_bytes / 2**30:.2g} GiB of activations")
 
 
@@ -946,7 +947,7 @@ def plan_sweep(config: SweepConfig, store, layers: list[LayerSpec], test_n: int,
         trained_steps = g.steps if g.candidates() is None else g.steps + _tuning_steps(g)
         group = group_flops(k, batch, trained_steps, weights, g.n + tested, len(g.bits) + 1)
         flops += group
-        costs.append((trained_steps, group))
+        costs.append((k, trained_steps, group))
         peak = max(peak, 4.0 * k * max(batch, tested) * width * 3)
     per_group = config.runs_per_group * len(config.bits)
     return SweepPlan(len(groups), len(todo), len(groups) * per_group, len(todo) * per_group, flops,
