@@ -248,4 +248,4 @@ def test_a_sweep_states_its_size_and_estimate_first_and_inert_options_are_said(f
     assert "--clip does nothing here" in err
     first = out.splitlines()[0]
     assert first.startswith("sweep: 8 configurations × seeds = 16 runs (none stored yet); ≈ ")
-    assert "estimated" in first and "GFLOP/s" in first
+    assert "estimated" in first and "GFLOP/s" in first and "bench_scaling.py" in first

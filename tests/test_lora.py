@@ -13,6 +13,7 @@ from torch import nn
 
 from infobound.errors import InputError
 from infobound.lora import (
+    fixed_input,
     folded_replicas,
     FrozenInit,
     LoRALinear,
@@ -389,3 +390,46 @@ def test_input_errors_name_the_parameter():
         inject_lora(model, ["0"], rank=2, stack=2)
         inject_lora(model, ["2"], rank=2, stack=3)
         stack_size(model)
+
+
+@pytest.mark.parametrize("mode", ["lora", "b_only", "a_only", "full"])
+def test_fixed_input_gives_the_ordinary_forward_and_gradients_up_to_rounding(mode):
+    gen = torch.Generator().manual_seed(3)
+    base = nn.Linear(16, 12)
+    with torch.no_grad():
+        base.weight.copy_(torch.randn(12, 16, generator=gen) / 4)
+        base.bias.copy_(torch.randn(12, generator=gen))
+    layer = LoRALinear(base, rank=3, mode=mode, alpha=6.0, stack=4, seeds=[1, 2, 3, 4])
+    with torch.no_grad():  # a trained factor away from its zero init, so every term counts
+        for name in layer.trained_names():
+            layer.get_parameter(name).copy_(torch.randn(layer.get_parameter(name).shape, generator=gen))
+    x = torch.randn(4, 9, 16, generator=gen)
+    other = torch.randn(4, 9, 16, generator=gen)
+
+    def run(inp):
+        layer.zero_grad(set_to_none=True)
+        out = layer(inp)
+        (out * torch.linspace(-1, 1, 12)).sum().backward()
+        return out.detach(), {n: layer.get_parameter(n).grad.clone() for n in layer.trained_names()}
+
+    plain, plain_grads = run(x)
+    plain_other, _ = run(other)
+    # the reference written out: replica k's x_k (W0 + scaling B_k A_k)^T + b, in float64
+    w = base.weight.double() + layer.delta_weight().detach().double()
+    reference = torch.einsum("kbi,koi->kbo", x.double(), w) + base.bias.double()
+    with fixed_input(layer, x):
+        fixed, fixed_grads = run(x)
+        again, _ = run(x)  # the cached products are reused, not consumed
+        with_other, _ = run(other)  # another tensor: the ordinary forward
+        cached = layer._fixed[1]
+    assert layer._fixed is None
+    np.testing.assert_allclose(fixed.double(), reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(plain.double(), reference, rtol=0, atol=1e-5)
+    assert torch.equal(again, fixed) and torch.equal(with_other, plain_other)
+    for name, grad in plain_grads.items():
+        np.testing.assert_allclose(fixed_grads[name], grad, rtol=1e-5, atol=1e-5)
+    if mode != "b_only":
+        assert cached == {}  # where A trains, the ordinary (merged) forward is kept
+    else:
+        assert torch.equal(cached["base"], nn.functional.linear(x, base.weight, base.bias))
+        assert torch.equal(cached["xa"], torch.bmm(x, layer.lora_A.detach().transpose(1, 2)))

@@ -18,7 +18,7 @@ peft = pytest.importorskip("peft")
 
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
-from infobound import hf_models, peft_bridge  # noqa: E402
+from infobound import hf_models  # noqa: E402
 from infobound.errors import InputError  # noqa: E402
 from infobound.extras import MissingExtra  # noqa: E402
 from infobound.lora import derive_seed, draw_factor  # noqa: E402

@@ -205,3 +205,24 @@ def test_input_errors():
     assert trainable_parameters(frozen) == []
     with pytest.raises(InputError, match="no trainable parameter"):
         train_stacked(frozen, x, y, steps=1, lr=1e-2)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_plain_adam_updates_equal_torch_adam_bit_for_bit(weight_decay):
+    from infobound.harness.train import PlainAdam
+
+    gen = torch.Generator().manual_seed(4)
+    start = [torch.randn(3, 4, 5, generator=gen), torch.randn(7, generator=gen)]
+    ours = [p.clone().requires_grad_(True) for p in start]
+    theirs = [p.clone().requires_grad_(True) for p in start]
+    a = PlainAdam(ours, lr=3e-2, weight_decay=weight_decay)
+    b = torch.optim.Adam(theirs, lr=3e-2, weight_decay=weight_decay)
+    for _ in range(40):
+        grads = [torch.randn(p.shape, generator=gen) * 10 for p in start]
+        for opt, params in ((a, ours), (b, theirs)):
+            opt.zero_grad(set_to_none=True)
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for p, q, s in zip(ours, theirs, start):
+        assert torch.equal(p, q) and not torch.equal(p, s)

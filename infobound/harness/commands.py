@@ -108,6 +108,9 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frozen factor's draw: orthonormal, gaussian or kaiming (default orthonormal)")
     parser.add_argument("--targets", default=None,
                         help="comma list of module names to adapt (default: the task's hidden layers)")
+    parser.add_argument("--device", default=DEFAULTS.device, metavar="DEVICE",
+                        help="where the stacked training runs: cpu, or cuda (cuda:N) where torch sees a GPU; "
+                             "recorded in every record (default cpu; with cuda, --workers defaults to 1)")
     parser.add_argument("--workers", type=integer_type(1, MAX_WORKERS), default=None,
                         help="processes training configurations in parallel, one thread each "
                              "(default: one per core, at most 4); records do not depend on it")
@@ -194,11 +197,15 @@ def _run_validate(args) -> int:
                              targets=args.targets, kind=args.kind,
                              supersamples=args.supersamples or DEFAULTS.supersamples,
                              masks=args.masks or DEFAULTS.masks, split=args.split, batch_size=args.batch_size,
+                             device=args.device,
                              tune_lrs=tune_lrs, tune_steps=tune_steps,
                              validation_fraction=args.validation_fraction or DEFAULTS.validation_fraction)
         check_bounds(config, args.bounds)
         configs.append(check_config(config)[0])
-    workers = default_workers() if args.workers is None else args.workers
+    if args.workers is not None:
+        workers = args.workers
+    else:  # one process per core on cpu; a GPU is best fed by one process
+        workers = default_workers() if all(c.device == "cpu" for c in configs) else 1
     if len(configs) == 1:
         with _executor(args, workers, args.out) as executor:
             _validate_one(args, configs[0], args.out, workers, executor)

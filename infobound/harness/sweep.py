@@ -83,6 +83,10 @@ class SweepConfig:
     """Step-count candidates (None: ``steps``); with either list given the sweep tunes."""
     validation_fraction: float = 0.2
     """Share of each run's training set held out to choose among the candidates (tuning only)."""
+    device: str = "cpu"
+    """Where the stacked training and evaluation run: ``cpu`` or ``cuda`` (``cuda:N``), recorded in
+    every record. A run's numbers agree across devices up to float rounding, not bit for bit, so a
+    device other than cpu is part of the store key (cpu keys are those of earlier versions)."""
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -121,6 +125,7 @@ class SweepConfig:
             if self.kind != "seeds":
                 raise InputError("tuning (tune_lrs / tune_steps) applies to kind 'seeds': a supersample's masks "
                                  "would share one choice made on all of their data")
+        set_("device", check_device("device", self.device))
         self._resolve_clip()  # last: the automatic clip depends on the settings above
 
     def _resolve_clip(self) -> None:
@@ -177,7 +182,7 @@ class SweepConfig:
                             clip=self.clip, targets=self.targets, kind=self.kind, supersample=supersample,
                             clip_rule=self.clip_rule, split=split, batch_size=self.batch_size,
                             tune_lrs=self.tune_lrs, tune_steps=self.tune_steps,
-                            validation_fraction=self.validation_fraction,
+                            validation_fraction=self.validation_fraction, device=self.device,
                         ))
         return out
 
@@ -208,6 +213,7 @@ class GroupConfig:
     tune_lrs: tuple[float, ...] | None = None
     tune_steps: tuple[int, ...] | None = None
     validation_fraction: float = 0.2
+    device: str = "cpu"
 
     def candidates(self):
         """The tuning grid, or None (``SweepConfig.candidates``)."""
@@ -218,7 +224,7 @@ class GroupConfig:
         config has no ``kind`` or ``supersample`` entry, and settings at their original defaults
         (split fixed, full batch) are left out, so its keys are those of earlier versions;
         ``clip_rule`` is left out, so a clip chosen by ``auto`` keys as the same number given."""
-        optional = {"split": "fixed", "batch_size": None}
+        optional = {"split": "fixed", "batch_size": None, "device": "cpu"}
         config = {k: v for k, v in asdict(self).items()
                   if k not in ("seeds", "bits", "kind", "supersample", "clip_rule", "tune_lrs", "tune_steps",
                                "validation_fraction")
@@ -379,6 +385,29 @@ def _drawn_max_abs(task_name: str, targets, init: str, ranks: tuple[int, ...], s
     return out
 
 
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(name: str, value) -> str:
+    """``cpu``, or ``cuda`` / ``cuda:N`` where torch sees that GPU; InputError naming ``--device`` otherwise."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    kind, _, index = (text or "").partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise InputError(f"{name} (--device) must be cpu or cuda (cuda:N for GPU N), got {describe(value)}")
+    if kind == "cpu":
+        return "cpu"
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        raise InputError(f"{name} (--device) {text!r} asks for a CUDA GPU, but torch sees none (torch "
+                         f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
+    if index and int(index) >= available:
+        raise InputError(f"{name} (--device) {text!r}: torch sees {available} CUDA GPU(s), cuda:0 to "
+                         f"cuda:{available - 1}")
+    return text
+
+
 def check_clip(name: str, value) -> float:
     """A clip: a finite number > 0 (``"auto"`` is handled by ``SweepConfig``)."""
     try:
@@ -407,12 +436,13 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
     seeds = list(group.seeds)
     k = len(seeds)
 
-    model = task.base_model()
+    model = task.base_model().to(group.device)  # before inject_lora: the adapters follow the base
     layers = select_layers(linear_layers(model), targets, model=group.task)  # the bound's side
     rank = 1 if group.mode is Mode.FULL else group.rank
     inject_lora(model, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
                 stack=k, seeds=group.frozen_seeds())
     data = _cmi_data(task, group) if group.kind == "cmi" else _seed_data(task, group)
+    data = {name: value.to(group.device) if hasattr(value, "to") else value for name, value in data.items()}
     x_train, y_train, x_test = data["x_train"], data["y_train"], data["x_test"]
     loss = _loss(task)
     zero_one = task.loss_kind == "zero_one"
@@ -423,7 +453,7 @@ def _run_group(group: GroupConfig, progress: Callable[[int], None] | None) -> li
     lr, steps = group.lr, group.steps
     if candidates is not None:  # choose lr and steps on a validation split of each run's training set
         def build():
-            fresh = task.base_model()
+            fresh = task.base_model().to(group.device)
             inject_lora(fresh, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
                         stack=k, seeds=group.frozen_seeds())
             return fresh
@@ -690,6 +720,7 @@ def _record(group, task, seed, bits, measured, i, trainable, sb, clipped, test_n
         "clipped_fraction": clipped,
         "test_n": test_n,
         "versions": versions(),
+        "device": group.device,
     }
 
 
@@ -708,7 +739,7 @@ def run_sweep(
     from tqdm.auto import tqdm
 
     groups = config.groups()
-    todo = [g for g in groups if store.missing(g.keys())]
+    todo = schedule([g for g in groups if store.missing(g.keys())])
     counts = {"groups": len(groups), "skipped": len(groups) - len(todo), "written": 0}
     bar = tqdm(total=len(todo), desc=f"{config.task} sweep", unit="group", disable=not progress)
     try:
@@ -752,6 +783,17 @@ def completed(executor, fn, items: list):
                 future.cancel()
     else:
         yield from enumerate(executor.map(fn, items))
+
+
+def schedule(groups: list[GroupConfig]) -> list[GroupConfig]:
+    """The groups in the order a sweep hands them out: the costliest first (more examples × steps ×
+    replicas, then higher rank), so that workers do not sit idle at the end behind one long group
+    started last. Stable for equal costs; the records do not depend on the order."""
+    def cost(g: GroupConfig) -> tuple:
+        batch = effective_batch(g.batch_size, g.n) or g.n
+        return (-(len(g.seeds) * g.steps * batch), -g.rank)
+
+    return sorted(groups, key=cost)
 
 
 def linear_layers(model) -> list[LayerSpec]:
@@ -868,14 +910,9 @@ def _bits(name: str, value) -> int | None:
 
 
 # ------------------------------------------------------------------------------------ estimate
-NOMINAL_GFLOPS = 40.0
-"""Sustained float32 GFLOP/s of one worker on these small stacked shapes (measured on 2 cores:
-the default sweep); the estimate's only constant."""
-
-
 @dataclass(frozen=True)
 class SweepPlan:
-    """The size of a sweep and a rough estimate of its time, stated before training starts."""
+    """The size of a sweep and an estimate of its time, stated before training starts."""
 
     groups: int
     groups_todo: int
@@ -888,12 +925,19 @@ class SweepPlan:
     """float32 activations of the largest group (inputs of every linear layer, kept for backward)."""
     supersamples: int = 0
     """k1 of a supersample sweep (0 for a seed sweep): its groups are configurations × k1."""
+    group_costs: tuple[tuple[int, int, float], ...] = ()
+    """(K, steps, counted FLOPs) of every group to train, in the order they are handed out."""
 
     @property
     def seconds(self) -> float:
-        return self.flops / (NOMINAL_GFLOPS * 1e9 * max(1, min(self.workers, self.groups_todo)))
+        """The cost model's estimate (``cost.FITTED``) of the wall time on ``workers`` processes."""
+        from .cost import sweep_seconds
+
+        return sweep_seconds(list(self.group_costs), min(self.workers, self.groups_todo))
 
     def describe(self) -> str:
+        from .cost import FITTED
+
         runs = f"{self.groups} configurations × seeds = {self.runs:,} runs"
         if self.supersamples:
             runs = (f"{self.groups // self.supersamples} configurations × {self.supersamples} supersamples "
@@ -901,30 +945,38 @@ class SweepPlan:
         if self.runs_todo == 0:
             return f"sweep: {runs}, all stored; nothing to train"
         left = f"{self.runs_todo:,} to train" if self.runs_todo < self.runs else "none stored yet"
+        m = FITTED
         return (f"sweep: {runs} ({left}); ≈ {self.flops:.2g} FLOPs, estimated {_duration(self.seconds)} "
-                f"on {min(self.workers, self.groups_todo)} worker(s) (rough: {NOMINAL_GFLOPS:g} GFLOP/s "
-                f"each); largest stack ≈ {self.largest_stack_bytes / 2**30:.2g} GiB of activations")
+                f"on {min(self.workers, self.groups_todo)} worker(s) (an estimate: per group {m.per_group:.2g} s "
+                f"+ {m.per_replica:.2g} s per seed + {m.per_step * 1e3:.2g} ms per step + FLOPs at "
+                f"{m.flops_per_second / 1e9:.3g} GFLOP/s, + {m.worker_start:.2g} s worker start-up, constants fitted by "
+                f"benchmarks/bench_scaling.py on {m.source}; other machines and loads differ); "
+                f"largest stack ≈ {self.largest_stack_bytes / 2**30:.2g} GiB of activations")
 
 
 def plan_sweep(config: SweepConfig, store, layers: list[LayerSpec], test_n: int, workers: int,
                tokens: int = 1, default_batch: int | None = None) -> SweepPlan:
     """Count what ``config`` will train (given what ``store`` holds) on a network with ``layers``,
     each applied to ``tokens`` positions of an example (1 for an MLP; patches + class token for a ViT)."""
+    from .cost import group_flops
+
     weights = sum(layer.d_in * layer.d_out for layer in layers) * tokens
     width = sum(layer.d_in for layer in layers) * tokens
     groups = config.groups()
-    todo = [g for g in groups if store.missing(g.keys())]
-    flops, peak = 0.0, 0.0
+    todo = schedule([g for g in groups if store.missing(g.keys())])
+    flops, peak, costs = 0.0, 0.0, []
     for g in todo:
         k = len(g.seeds)
         tested = g.n if g.kind == "cmi" else test_n  # a supersample run is tested on the other point of each pair
         batch = effective_batch(default_batch if g.batch_size is None else g.batch_size, g.n) or g.n
         trained_steps = g.steps if g.candidates() is None else g.steps + _tuning_steps(g)
-        flops += k * (6.0 * weights * batch * trained_steps + 2.0 * weights * (g.n + tested) * (len(g.bits) + 1))
+        group = group_flops(k, batch, trained_steps, weights, g.n + tested, len(g.bits) + 1)
+        flops += group
+        costs.append((k, trained_steps, group))
         peak = max(peak, 4.0 * k * max(batch, tested) * width * 3)
     per_group = config.runs_per_group * len(config.bits)
     return SweepPlan(len(groups), len(todo), len(groups) * per_group, len(todo) * per_group, flops,
-                     workers, peak, config.supersamples if config.kind == "cmi" else 0)
+                     workers, peak, config.supersamples if config.kind == "cmi" else 0, tuple(costs))
 
 
 def _tuning_steps(group: GroupConfig) -> int:

@@ -22,6 +22,7 @@ global generator; seed it for repeatable runs. Global torch settings (threads) a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -34,9 +35,9 @@ from torch import nn
 
 from ..errors import Choice, InputError
 from ..validation import check_int
-from ..lora import lora_layers, stack_size, trainable_parameters
+from ..lora import fixed_input, lora_layers, stack_size, trainable_parameters
 
-__all__ = ["Loss", "TrainResult", "evaluate_stacked", "train_stacked"]
+__all__ = ["Loss", "PlainAdam", "TrainResult", "evaluate_stacked", "make_adam", "train_stacked"]
 
 
 class Loss(Choice):
@@ -102,7 +103,7 @@ def train_stacked(
         batch_size = check_int(f"batch_size (n = {n} training examples)", batch_size, 1, n)
     params = _replica_parameters(model, k)
 
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer = make_adam(params, lr=lr, weight_decay=weight_decay)
     batches = _batch_indices(n, batch_size, seed, device)
     if loss is Loss.CROSS_ENTROPY:
         with torch.no_grad():
@@ -111,18 +112,22 @@ def train_stacked(
     was_training = model.training
     model.train()
     start = time.perf_counter()
+    # full batch: the first layer sees this same x at every step, so its products with frozen
+    # tensors are computed once (lora.fixed_input); minibatches are new tensors and skip it
+    fixed = fixed_input(model, x) if batch_size is None else contextlib.nullcontext()
     try:
-        for step in range(steps):
-            idx = next(batches)
-            xb = x if idx is None else x.index_select(1, idx)  # (K, b, d)
-            yb = y if idx is None else y.index_select(1, idx)
-            per_replica = _per_replica_loss(model(xb), yb, loss)  # (K,)
-            optimizer.zero_grad(set_to_none=True)
-            per_replica.sum().backward()  # replica k's parameters get replica k's gradient only
-            optimizer.step()
-            history[step] = per_replica.detach()
-            if progress is not None:
-                progress(step)
+        with fixed:
+            for step in range(steps):
+                idx = next(batches)
+                xb = x if idx is None else x.index_select(1, idx)  # (K, b, d)
+                yb = y if idx is None else y.index_select(1, idx)
+                per_replica = _per_replica_loss(model(xb), yb, loss)  # (K,)
+                optimizer.zero_grad(set_to_none=True)
+                per_replica.sum().backward()  # replica k's parameters get replica k's gradient only
+                optimizer.step()
+                history[step] = per_replica.detach()
+                if progress is not None:
+                    progress(step)
     finally:
         model.train(was_training)
     return TrainResult(history.to("cpu", torch.float64).numpy(), steps, k, time.perf_counter() - start)
@@ -176,6 +181,59 @@ def evaluate_stacked(
         }
     outputs = y.shape[2]
     return {"loss": (sums / (m * outputs)).numpy()}
+
+
+ADAM_EPS = 1e-8
+
+
+def make_adam(params, *, lr: float, weight_decay: float = 0.0):
+    """Adam with ``torch.optim.Adam``'s defaults (betas (0.9, 0.999), eps 1e-8, L2 weight decay
+    added to the gradient). On CUDA: ``torch.optim.Adam`` with its fused kernel. Elsewhere:
+    ``PlainAdam``, the same arithmetic as ``torch.optim.Adam``'s default CPU implementation, op for
+    op (bit-identical updates), without the optimizer framework: it skips ``torch.optim``'s per-step
+    overhead and its import of ``torch._dynamo`` (about 2 s in every new worker process)."""
+    params = list(params)
+    if params and all(p.device.type == "cuda" and p.is_floating_point() for p in params):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return PlainAdam(params, lr=lr, weight_decay=weight_decay)
+
+
+class PlainAdam:
+    """``torch.optim.Adam`` (single-tensor implementation, no amsgrad, no maximize) for a fixed list
+    of parameters: ``zero_grad(set_to_none=True)`` and ``step()``."""
+
+    def __init__(self, params, *, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = ADAM_EPS):
+        self.params = list(params)
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.steps = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        self.steps += 1
+        step = float(self.steps)  # torch keeps the count as a float32 tensor: exact to 2**24
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        step_size = self.lr / bias_correction1
+        for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            grad = p.grad
+            if grad is None:
+                continue
+            if self.weight_decay != 0:
+                grad = grad.add(p, alpha=self.weight_decay)
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
+            p.addcdiv_(exp_avg, denom, value=-step_size)
 
 
 # ------------------------------------------------------------------------------------ helpers
