@@ -54,6 +54,7 @@ import torch
 from torch.nn import functional as F
 
 from infobound.harness.store import RunStore
+from infobound.harness.allocator import keep_freed_memory
 from infobound.harness.sweep import (SweepConfig, default_workers, frozen_seed, process_pool, run_group,
                                      run_sweep)
 from infobound.harness.tasks import get_task
@@ -124,8 +125,11 @@ def one_run(task, group, seed: int) -> dict:
 
 
 def loop_group(group) -> dict:
-    """Every run of ``group``, one after another: {(mode, rank, n, seed, bits): test 0-1 losses}."""
+    """Every run of ``group``, one after another: {(mode, rank, n, seed, bits): test 0-1 losses}.
+    The loop's process gets the harness's allocator settings too, so both sides run on the same
+    allocator and the ratio is the stacking's."""
     torch.set_num_threads(1)
+    keep_freed_memory()
     task = get_task(group.task)
     return {(group.mode.value, group.rank, group.n, seed, bits): losses
             for seed in group.seeds for bits, losses in one_run(task, group, seed).items()}
