@@ -129,16 +129,24 @@ def test_executor_stores_the_records_of_the_in_process_run(executor, reference, 
     assert states == [{"threads": 1, "cache": os.environ["INFOBOUND_CACHE"], "from_cache": True}] * 2
 
 
-def test_failed_group_keeps_the_finished_ones_and_the_rerun_completes(executor, reference, tmp_path):
+def failed_sweep(executor, mode: str, out) -> str:
+    """The WorkerFailed message of the small sweep with the group of ``mode`` failing, stored in ``out``."""
     from infobound.harness.executors import WorkerFailed
     from infobound.harness.store import RunStore
     from infobound.harness.sweep import run_sweep
 
-    out = tmp_path / "out"
     with RunStore(out) as store:
         with pytest.raises(WorkerFailed) as failed:
-            run_sweep(CONFIG, store, executor=Wrapping(executor, lambda fn: FailFor(fn, "b_only")), progress=False)
-    message = str(failed.value)
+            run_sweep(CONFIG, store, executor=Wrapping(executor, lambda fn: FailFor(fn, mode)), progress=False)
+    return str(failed.value)
+
+
+def test_failed_group_keeps_the_finished_ones_and_the_rerun_completes(executor, reference, tmp_path):
+    from infobound.harness.store import RunStore
+    from infobound.harness.sweep import run_sweep
+
+    out = tmp_path / "out"
+    message = failed_sweep(executor, "b_only", out)
     assert message.startswith(f"group 2 of 2 (digits b_only rank 1 n 40) failed in a {executor.kind} worker: "
                               "RuntimeError: worker lost while training b_only")
     assert "rerun" in message and "\n" not in message
@@ -150,15 +158,8 @@ def test_failed_group_keeps_the_finished_ones_and_the_rerun_completes(executor, 
 
 
 def test_a_failed_first_group_does_not_lose_the_groups_after_it(executor, reference, tmp_path):
-    from infobound.harness.executors import WorkerFailed
-    from infobound.harness.store import RunStore
-    from infobound.harness.sweep import run_sweep
-
     out = tmp_path / "out"
-    with RunStore(out) as store:
-        with pytest.raises(WorkerFailed) as failed:
-            run_sweep(CONFIG, store, executor=Wrapping(executor, lambda fn: FailFor(fn, "lora")), progress=False)
-    message = str(failed.value)
+    message = failed_sweep(executor, "lora", out)
     assert message.startswith(f"group 1 of 2 (digits lora rank 1 n 40) failed in a {executor.kind} worker")
     assert "the 1 that finished were returned" in message
     assert stored(out) == {k: v for k, v in reference.items() if v["mode"] == "b_only"}  # finished after it

@@ -117,10 +117,15 @@ def describe_item(item, index: int, total: int) -> str:
     return f"item {index + 1} of {total}"
 
 
+def _first_line(exc: BaseException) -> str:
+    """``RuntimeError: its first line``: a worker's error in one line."""
+    text = str(exc).strip().splitlines()
+    return type(exc).__name__ + (f": {text[0]}" if text else "")
+
+
 def _failed(kind: str, item, index: int, total: int, exc: BaseException, reason: str | None = None) -> WorkerFailed:
     if reason is None:
-        text = str(exc).strip().splitlines()
-        reason = type(exc).__name__ + (f": {text[0]}" if text else "")
+        reason = _first_line(exc)
     return WorkerFailed(f"{describe_item(item, index, total)} failed in a {kind} worker: {reason}; "
                         f"the {index} result(s) before it were returned (a sweep keeps those groups "
                         "stored: rerun it to run the rest)")
@@ -130,8 +135,7 @@ def _failed_after_all(kind: str, items: list, failures: list[tuple[int, BaseExce
     """The error ``map_completed`` raises once every other item has finished."""
     index, exc, reason = min(failures, key=lambda f: f[0])
     if reason is None:
-        text = str(exc).strip().splitlines()
-        reason = type(exc).__name__ + (f": {text[0]}" if text else "")
+        reason = _first_line(exc)
     others = f"{len(failures) - 1} other(s) failed too; " if len(failures) > 1 else ""
     error = WorkerFailed(f"{describe_item(items[index], index, len(items))} failed in a {kind} worker: {reason}; "
                          f"{others}the {len(items) - len(failures)} that finished were returned (a sweep keeps "

@@ -25,6 +25,14 @@ BASE_CONFIG = "base_model_config.json"
 """The file in an exported adapter folder holding the base network's transformers config."""
 
 
+def _prefix(model: nn.Module) -> str:
+    """``"model."`` for the ``local`` task's ``HFClassifier`` (the transformers model is its ``.model``,
+    where PEFT's layer names start), else ``""``."""
+    from .tasks.local import HFClassifier
+
+    return "model." if isinstance(model, HFClassifier) else ""
+
+
 def _unadapted(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every ``LoRALinear`` replaced by (a copy of) its frozen base layer."""
     plain = copy.deepcopy(model)
@@ -53,8 +61,8 @@ def peft_model_of(model: nn.Module, replica: int = 0):
     limit = (stack or 1) - 1
     replica = check_int(f"replica (the model holds {limit + 1} replica(s))", replica, 0, limit)
     plain = _unadapted(model)
-    inner = getattr(plain, "model", plain) if hasattr(plain, "kind") else plain  # HFClassifier wraps .model
-    prefix = "model." if inner is not plain else ""
+    prefix = _prefix(plain)
+    inner = plain.model if prefix else plain
     names = [name.removeprefix(prefix) for name, _ in layers]
     ranks = {name: layer.rank for name, (_, layer) in zip(names, layers)}
     alphas = {name: layer.alpha for name, (_, layer) in zip(names, layers)}
@@ -91,7 +99,7 @@ def _write_b_only(model: nn.Module, folder: Path, replica: int) -> None:
     if len(masters) != 1:
         return  # layers drawn from different seeds: nothing one seed pays for
     master = masters.pop()
-    prefix = "model." if hasattr(model, "kind") and hasattr(model, "model") else ""
+    prefix = _prefix(model)
     seeds = {}
     for name, layer in layers:
         seed = layer.seed if layer.stack is None else layer.seeds[replica]
