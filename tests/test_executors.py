@@ -69,7 +69,7 @@ def executor(request, tmp_path_factory):
 
 class Probe:
     """``fn``, then in the worker: writes torch's threads, the cache variable and whether the task's
-    weights came from the disk cache (not pretrained again) to ``folder/MODE.json``."""
+    weights came from the disk cache or the parent process (not pretrained again) to ``folder/MODE.json``."""
 
     def __init__(self, fn, folder):
         self.fn, self.folder = fn, str(folder)
@@ -85,7 +85,9 @@ class Probe:
         threads = torch.get_num_threads()
         records = self.fn(group)
         info = pretrain_info(get_task(group.task).pretrain_key())
-        state = {"threads": threads, "cache": os.environ.get("INFOBOUND_CACHE"), "from_cache": info.from_cache}
+        # loaded from the disk cache here, or inherited from the parent (a forked worker): never trained here
+        untrained_here = info.from_cache or info.pid != os.getpid()
+        state = {"threads": threads, "cache": os.environ.get("INFOBOUND_CACHE"), "not_pretrained_here": untrained_here}
         with open(os.path.join(self.folder, f"{group.mode.value}.json"), "w") as f:
             json.dump(state, f)
         return records
@@ -126,7 +128,7 @@ def test_executor_stores_the_records_of_the_in_process_run(executor, reference, 
     assert stored(tmp_path / "out") == reference
     # every group: one torch thread, this session's cache, the weights loaded from it (no pretraining)
     states = [json.loads((probes / f"{mode}.json").read_text()) for mode in ("lora", "b_only")]
-    assert states == [{"threads": 1, "cache": os.environ["INFOBOUND_CACHE"], "from_cache": True}] * 2
+    assert states == [{"threads": 1, "cache": os.environ["INFOBOUND_CACHE"], "not_pretrained_here": True}] * 2
 
 
 def failed_sweep(executor, mode: str, out) -> str:

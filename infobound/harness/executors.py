@@ -193,7 +193,7 @@ class Executor(ABC):
 
 
 class ProcessesExecutor(Executor):
-    """``sweep.process_pool``: spawned processes of this machine, one torch thread each."""
+    """``sweep.process_pool``: worker processes of this machine (forked on Linux), one torch thread each."""
 
     kind = "processes"
 

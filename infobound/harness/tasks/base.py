@@ -21,6 +21,7 @@ purpose; torch initialisation runs inside ``torch.random.fork_rng``; minibatches
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -143,6 +144,9 @@ class PretrainInfo:
     """Whether this process loaded the weights from the disk cache instead of training them."""
     path: str | None
     """The cache file, None when the weights are not on disk (cache off or not writable)."""
+    pid: int = dataclasses.field(default_factory=os.getpid)
+    """The process that trained or loaded them: a forked worker (``sweep.process_pool``) inherits
+    its parent's weights and this record of them, and did neither itself."""
 
 
 def pretrain_cache_dir() -> Path | None:
