@@ -417,8 +417,28 @@ def _raw_candidate(symbols: np.ndarray, size: int) -> _Candidate:
     return _Candidate("raw", _tag("raw"), None, (symbols, (size - 1).bit_length()))
 
 
+_COUNT_SPAN = 2**22  # integer arrays spanning fewer values are counted with bincount, not sorted
+
+
+def _counts(flat: np.ndarray, inverse: bool = False):
+    """``np.unique(flat, return_counts=True)`` (and ``return_inverse``): the sorted values that occur
+    and their counts, the same arrays; for an integer array of small span by one ``np.bincount``."""
+    if flat.dtype.kind not in "iu" or int(flat.max()) - int(flat.min()) >= _COUNT_SPAN:
+        out = np.unique(flat, return_inverse=inverse, return_counts=True)
+        return (out[0], out[2], out[1]) if inverse else out
+    lo = flat.min()
+    shifted = (flat - lo).astype(np.intp)
+    every = np.bincount(shifted)
+    present = np.flatnonzero(every)
+    values, counts = (present + lo).astype(flat.dtype), every[present]
+    if not inverse:
+        return values, counts
+    rank = np.cumsum(every > 0) - 1
+    return values, counts, rank[shifted]
+
+
 def _empirical_candidate(symbols: np.ndarray, size: int) -> _Candidate | None:
-    support, inverse, counts = np.unique(symbols, return_inverse=True, return_counts=True)
+    support, counts, inverse = _counts(symbols, inverse=True)
     k = support.size
     if k > MAX_ALPHABET:
         return None
@@ -518,7 +538,7 @@ def entropy_bits(indices) -> float:
     indices = np.asarray(indices)
     if indices.size == 0:
         return 0.0
-    counts = np.unique(indices, return_counts=True)[1].astype(np.float64)
+    counts = _counts(indices.reshape(-1))[1].astype(np.float64)
     total = counts.sum()
     return float(-(counts * np.log2(counts / total)).sum()) + 0.0  # + 0.0: no -0.0
 

@@ -512,3 +512,18 @@ def test_module_does_not_import_torch():
     code = "import sys, infobound.codelength; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_counts_are_numpys_unique():
+    """codelength._counts (bincount for small spans) gives np.unique's values, counts and inverse."""
+    from infobound.codelength import _counts
+
+    rng = np.random.default_rng(5)
+    for t in range(400):
+        x = rng.integers(-50, 300, rng.integers(1, 500)) if t % 2 else rng.integers(0, 2**40, rng.integers(1, 50))
+        x = x.astype(np.uint8) if t % 5 == 0 else x
+        values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+        got = _counts(x, inverse=True)
+        assert got[0].dtype == values.dtype and np.array_equal(got[0], values)
+        assert got[1].dtype == counts.dtype and np.array_equal(got[1], counts)
+        assert np.array_equal(got[2], inverse.reshape(-1))
