@@ -70,6 +70,7 @@ __all__ = [
     "decode_adapter",
     "decode_tensor",
     "entropy_bits",
+    "entropy_bits_many",
     "encode_tensor",
 ]
 
@@ -257,10 +258,11 @@ def as_grid(name: str, value) -> Grid:
 
 
 class _BitWriter:
-    """Bits appended as numpy uint8 arrays of 0/1."""
+    """Bits appended as numpy uint8 arrays of 0/1, and integers kept as (value, nbits) until
+    ``bits`` spells them out (most candidate codes are measured, never written)."""
 
     def __init__(self) -> None:
-        self._parts: list[np.ndarray] = []
+        self._parts: list[np.ndarray | tuple[int, int]] = []
         self.length = 0
 
     def _append(self, bits: np.ndarray) -> None:
@@ -270,7 +272,8 @@ class _BitWriter:
     def write(self, value: int, nbits: int) -> None:
         """``value`` (``0 <= value < 2**nbits``) in ``nbits`` bits, most significant first."""
         if nbits:
-            self._append(np.array([(value >> (nbits - 1 - i)) & 1 for i in range(nbits)], dtype=np.uint8))
+            self._parts.append((value, nbits))
+            self.length += nbits
 
     def delta(self, n: int) -> None:
         """Elias-delta code of ``n >= 1``: Elias-gamma of its bit length, then its low bits."""
@@ -295,7 +298,9 @@ class _BitWriter:
         self.length += other.length
 
     def bits(self) -> np.ndarray:
-        return np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.uint8)
+        parts = [np.array([(p[0] >> (p[1] - 1 - i)) & 1 for i in range(p[1])], dtype=np.uint8)
+                 if isinstance(p, tuple) else p for p in self._parts]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
 
 
 class _BitReader:
@@ -472,6 +477,7 @@ def _parametric_candidate(model: str, symbols: np.ndarray, size: int) -> _Candid
         spread = float(np.mean(np.abs(x - loc2 / 2.0))) + 0.25
     loc2 = min(max(loc2, 0), 2 * (size - 1))
     cache: dict[int, np.ndarray] = {}
+    costs: dict[int, int] = {}
 
     def words(j: int) -> np.ndarray:
         if j not in cache:
@@ -479,7 +485,9 @@ def _parametric_candidate(model: str, symbols: np.ndarray, size: int) -> _Candid
         return cache[j]
 
     def cost(j: int) -> int:  # everything that depends on j
-        return _delta_len(_zigzag(j) + 1) + _delta_len(words(j).size + 1) + WORD_BITS * words(j).size
+        if j not in costs:
+            costs[j] = _delta_len(_zigzag(j) + 1) + _delta_len(words(j).size + 1) + WORD_BITS * words(j).size
+        return costs[j]
 
     # Search j on the real code length. Lengths move in whole 32-bit words, so they have plateaus:
     # walk each way until _PATIENCE steps in a row bring no improvement.
@@ -541,6 +549,31 @@ def entropy_bits(indices) -> float:
     counts = _counts(indices.reshape(-1))[1].astype(np.float64)
     total = counts.sum()
     return float(-(counts * np.log2(counts / total)).sum()) + 0.0  # + 0.0: no -0.0
+
+
+def entropy_bits_many(arrays) -> list[float]:
+    """``entropy_bits`` of each of ``arrays`` (integer arrays), the same numbers, counted by one
+    ``np.bincount`` for all (for many small tensors, e.g. every replica's on every candidate grid)."""
+    flats = [np.asarray(a).reshape(-1) for a in arrays]
+    if not flats or any(f.size == 0 or f.dtype.kind not in "iu" for f in flats):
+        return [entropy_bits(f) for f in flats]
+    every = np.concatenate(flats)
+    if (every.dtype.kind not in "iu" or int(every.max()) >= 2**62
+            or int(every.max()) - int(every.min()) >= _COUNT_SPAN // len(flats)):
+        return [entropy_bits(f) for f in flats]
+    lo = int(every.min())
+    span = int(every.max()) - lo + 1
+    offsets = np.repeat(np.arange(len(flats), dtype=np.intp) * span - lo, [f.size for f in flats])
+    shifted = every.astype(np.intp) + offsets
+    rows = np.bincount(shifted, minlength=span * len(flats)).reshape(len(flats), span)
+    present = (rows > 0).sum(axis=1)
+    out = np.empty(len(flats))
+    for width in np.unique(present).tolist():  # rows with as many symbols: one (rows, width) array,
+        chosen = present == width              # each row summed as entropy_bits sums its counts
+        block = rows[chosen]
+        counts = block[block > 0].reshape(-1, width).astype(np.float64)
+        out[chosen] = -(counts * np.log2(counts / counts.sum(axis=1, keepdims=True))).sum(axis=1)
+    return [float(h) + 0.0 for h in out]
 
 
 def _encode(indices: np.ndarray, levels: int, model: str | None) -> tuple[_BitWriter, EncodedTensor]:

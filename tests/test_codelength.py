@@ -527,3 +527,23 @@ def test_counts_are_numpys_unique():
         assert got[0].dtype == values.dtype and np.array_equal(got[0], values)
         assert got[1].dtype == counts.dtype and np.array_equal(got[1], counts)
         assert np.array_equal(got[2], inverse.reshape(-1))
+
+
+def test_entropy_bits_many_is_entropy_bits_of_each():
+    """One bincount for many arrays gives each array's entropy_bits, the same doubles (mixed sizes,
+    spans, dtypes and offsets, and the inputs that fall back to one call each)."""
+    from infobound.codelength import entropy_bits_many
+
+    rng = np.random.default_rng(6)
+    arrays = [rng.integers(0, rng.integers(1, 300), rng.integers(1, 2000)) + int(rng.integers(0, 5))
+              for _ in range(600)]
+    arrays += [np.full(7, 3), np.array([2**40, 2**40 + 1])]
+    def by_unique(a):  # entropy_bits as it was written before bincount: np.unique's counts
+        counts = np.unique(a, return_counts=True)[1].astype(np.float64)
+        return float(-(counts * np.log2(counts / counts.sum())).sum()) + 0.0
+
+    for group in (arrays, [a.astype(np.uint16) for a in arrays[:50]], [np.array([0, 2**40])] * 3,
+                  [np.array([0.5, 1.5])], [np.array([2**63, 2**63 + 5], dtype=np.uint64)]):
+        got = entropy_bits_many(group)
+        assert got == [by_unique(a) for a in group]
+    assert entropy_bits_many([]) == []

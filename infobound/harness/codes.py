@@ -111,10 +111,11 @@ def choose_adaptive(indices: list[list[dict]], train_errors: np.ndarray, n: int,
     training error. The estimate uses each tensor's empirical entropy plus 64 bits of table (the
     real code is built for the chosen grid only). Any rule may choose here: the code pays log2 of
     the number of candidates whatever the rule, so the certificate stays valid."""
-    from ..codelength import entropy_bits
+    from ..codelength import entropy_bits_many
 
     extra = seed_bit_count + math.log2(len(indices))
-    bits = np.array([[math.ceil(extra + sum(entropy_bits(v) + 64.0 for v in run.values())) for run in cand]
+    entropies = iter(entropy_bits_many([v for cand in indices for run in cand for v in run.values()]))
+    bits = np.array([[math.ceil(extra + sum(next(entropies) + 64.0 for _ in run)) for run in cand]
                      for cand in indices], dtype=np.float64)  # (C, K)
     errors = np.asarray(train_errors, dtype=np.float64)
     estimate = kl_inverse_upper(errors, (bits * math.log(2.0) + math.log(1.0 / CERT_DELTA)) / n)
