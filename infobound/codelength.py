@@ -262,7 +262,7 @@ class _BitWriter:
     ``bits`` spells them out (most candidate codes are measured, never written)."""
 
     def __init__(self) -> None:
-        self._parts: list[np.ndarray | tuple[int, int]] = []
+        self._parts: list[np.ndarray | tuple] = []  # arrays, (value, nbits), ("deltas", values, lengths)
         self.length = 0
 
     def _append(self, bits: np.ndarray) -> None:
@@ -279,9 +279,21 @@ class _BitWriter:
         """Elias-delta code of ``n >= 1``: Elias-gamma of its bit length, then its low bits."""
         width = n.bit_length()
         lw = width.bit_length()
-        self.write(0, lw - 1)
-        self.write(width, lw)
-        self.write(n - (1 << (width - 1)), width - 1)
+        # lw − 1 zeros, width in lw bits, the low width − 1 bits of n: one integer of 2·lw + width − 2 bits
+        self.write((width << (width - 1)) | (n - (1 << (width - 1))), 2 * lw + width - 2)
+
+    def deltas(self, values: np.ndarray) -> None:
+        """``delta`` of each of ``values`` (integers >= 1), in order; kept as one part until ``bits``."""
+        values = np.asarray(values, dtype=np.int64).reshape(-1)
+        if values.size == 0:
+            return
+        if int(values.max()) >= 2**53:  # beyond exact float64 bit lengths: one at a time
+            for v in values.tolist():
+                self.delta(v)
+            return
+        lengths = _delta_lens(values)
+        self._parts.append(("deltas", values, lengths))
+        self.length += int(lengths.sum())
 
     def fixed(self, values: np.ndarray, width: int) -> None:
         """Each of ``values`` (non-negative int64) in ``width`` bits."""
@@ -298,9 +310,28 @@ class _BitWriter:
         self.length += other.length
 
     def bits(self) -> np.ndarray:
-        parts = [np.array([(p[0] >> (p[1] - 1 - i)) & 1 for i in range(p[1])], dtype=np.uint8)
-                 if isinstance(p, tuple) else p for p in self._parts]
+        parts, text = [], []
+        for part in self._parts:  # runs of integers spelled out as one string of 0s and 1s
+            if isinstance(part, tuple):
+                if part[0] == "deltas":
+                    for v in part[1].tolist():
+                        width = v.bit_length()
+                        lw = width.bit_length()
+                        text.append(format((width << (width - 1)) | (v - (1 << (width - 1))), f"0{2 * lw + width - 2}b"))
+                else:
+                    text.append(format(part[0], f"0{part[1]}b"))
+                continue
+            if text:
+                parts.append(_spelled("".join(text)))
+                text = []
+            parts.append(part)
+        if text:
+            parts.append(_spelled("".join(text)))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+
+
+def _spelled(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
 
 
 class _BitReader:
@@ -347,6 +378,13 @@ def _delta_len(n: int) -> int:
     return width - 1 + 2 * (width.bit_length() - 1) + 1
 
 
+def _delta_lens(values: np.ndarray) -> np.ndarray:
+    """``_delta_len`` of each of ``values`` (int64, 1 <= v < 2**53: bit lengths exact by frexp)."""
+    width = np.frexp(values.astype(np.float64))[1].astype(np.int64)
+    lw = np.frexp(width.astype(np.float64))[1].astype(np.int64)
+    return width + 2 * lw - 2
+
+
 def _zigzag(v: int) -> int:
     return 2 * v if v >= 0 else -2 * v - 1
 
@@ -381,7 +419,7 @@ def _parametric(model: str, size: int, loc2: int, j: int):
 
 def _range_encode(symbols: np.ndarray, model) -> np.ndarray:
     encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(symbols.astype(np.int32), model)
+    encoder.encode(symbols.astype(np.int32, copy=False), model)
     return encoder.get_compressed()
 
 
@@ -449,19 +487,17 @@ def _empirical_candidate(symbols: np.ndarray, size: int) -> _Candidate | None:
         return None
     table = _tag("empirical")
     if size > 2:  # support = {0, ..., size - 1} ∩ occurring; 0 and size - 1 always occur
-        gaps = np.diff(support) - 1
-        gap_bits = _delta_len(k - 1) + sum(_delta_len(int(g) + 1) for g in gaps[:-1])
+        gaps = (np.diff(support) - 1).astype(np.int64)
+        gap_bits = _delta_len(k - 1) + (int(_delta_lens(gaps[:-1] + 1).sum()) if k > 2 else 0)
         table.write(int(gap_bits > size - 2), 1)
         if gap_bits <= size - 2:
             table.delta(k - 1)
-            for g in gaps[:-1]:
-                table.delta(int(g) + 1)
+            table.deltas(gaps[:-1] + 1)
         else:
             bitmap = np.zeros(size - 2, dtype=np.uint8)
             bitmap[support[1:-1] - 1] = 1
             table._append(bitmap)
-    for n in counts[:-1]:
-        table.delta(int(n))
+    table.deltas(counts[:-1])
     return _Candidate("empirical", table, _range_encode(inverse.reshape(-1), _categorical(counts)))
 
 
@@ -478,10 +514,11 @@ def _parametric_candidate(model: str, symbols: np.ndarray, size: int) -> _Candid
     loc2 = min(max(loc2, 0), 2 * (size - 1))
     cache: dict[int, np.ndarray] = {}
     costs: dict[int, int] = {}
+    symbols32 = symbols.astype(np.int32)  # once, not per scale tried
 
     def words(j: int) -> np.ndarray:
         if j not in cache:
-            cache[j] = _range_encode(symbols, _parametric(model, size, loc2, j))
+            cache[j] = _range_encode(symbols32, _parametric(model, size, loc2, j))
         return cache[j]
 
     def cost(j: int) -> int:  # everything that depends on j

@@ -547,3 +547,30 @@ def test_entropy_bits_many_is_entropy_bits_of_each():
         got = entropy_bits_many(group)
         assert got == [by_unique(a) for a in group]
     assert entropy_bits_many([]) == []
+
+
+def test_bit_writer_deltas_are_delta_codes_one_by_one():
+    """_BitWriter.deltas (vectorised lengths, spelled out lazily) writes what one delta per value
+    writes, bit for bit, including the values past 2**53 that take the one-by-one path."""
+    from infobound.codelength import _BitWriter, _delta_len, _delta_lens
+
+    rng = np.random.default_rng(7)
+    values = np.concatenate([np.arange(1, 300), rng.integers(1, 2**52, 200), [2**53 - 1, 2**52, 2**31]])
+    assert _delta_lens(values).tolist() == [_delta_len(int(v)) for v in values]
+    def elias_delta(v):  # the textbook code: lw - 1 zeros, the bit length in lw bits, the low bits
+        width = v.bit_length()
+        return "0" * (width.bit_length() - 1) + format(width, "b") + (format(v, "b")[1:])
+
+    for chunk in (values, np.array([2**53, 3, 2**62]), np.array([], dtype=np.int64)):
+        one, many = _BitWriter(), _BitWriter()
+        for writer in (one, many):
+            writer.write(5, 3)
+        for v in chunk.tolist():
+            one.delta(v)
+        many.deltas(chunk)
+        for writer in (one, many):
+            writer.write(1, 1)
+        expected = "101" + "".join(elias_delta(v) for v in chunk.tolist()) + "1"
+        for writer in (one, many):
+            assert writer.length == len(expected)
+            assert "".join(map(str, writer.bits().tolist())) == expected
