@@ -615,6 +615,32 @@ def _replica_indices(model, trained: dict, bits: int, clip: float) -> list[dict]
     return out or []
 
 
+def _trained_values(trained: dict) -> dict:
+    """The trained tensors as float64 numpy arrays (K, ...), the values every grid rounds."""
+    return {name: t.detach().double().cpu().numpy() for name, t in trained.items()}
+
+
+def _set_on_grid(model, values: dict, grid) -> list[dict]:
+    """Set the trained parameters to their points on ``grid`` (``codelength.Grid``, which rounds as
+    ``UniformGrid`` does, index for index: ``_replica_indices`` checks that on every sweep grid) and
+    return each replica's indices (name -> array), in the model's order: the evaluated model is then
+    by construction the one the code describes."""
+    import torch
+
+    out = None
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name not in values:
+                continue
+            idx = grid.indices(values[name])
+            p.copy_(torch.from_numpy(grid.values(idx)).to(p.dtype))
+            if out is None:
+                out = [{} for _ in range(idx.shape[0])]
+            for i in range(idx.shape[0]):
+                out[i][name] = idx[i]
+    return out or []
+
+
 def _restore(model, trained: dict) -> None:
     import torch
 
@@ -637,11 +663,15 @@ def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig, c
     from .train import evaluate_stacked
 
     grids = adaptive_grids()
+    values = _trained_values(trained)  # float64 once, for every candidate grid
     train_errors, indices = [], []
-    for grid in grids:
-        quantize_trainable_(model, UniformGrid(grid.bits, grid.clip))
+    for j, grid in enumerate(grids):
+        if j == 0:  # the first candidate also through quantize_trainable_, as a check of the numpy grid
+            quantize_trainable_(model, UniformGrid(grid.bits, grid.clip))
+            indices.append(_replica_indices(model, trained, grid.bits, grid.clip))
+        else:
+            indices.append(_set_on_grid(model, values, grid))
         train_errors.append(evaluate_stacked(model, data["x_train"], data["y_train"], loss=loss)["error"])
-        indices.append(_replica_indices(model, trained, grid.bits, grid.clip))
         _restore(model, trained)
     bits_of_seed = seed_bits(group.mode, group.seed_count)
     test_n = int(data["x_test"].shape[1])
@@ -649,7 +679,7 @@ def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig, c
                              bits_of_seed + sum(math.log2(c) for c in choices.values()))
     test_errors = {}
     for j in sorted(set(int(j) for j in chosen)):
-        quantize_trainable_(model, UniformGrid(grids[j].bits, grids[j].clip))
+        _set_on_grid(model, values, grids[j])
         test_errors[j] = evaluate_stacked(model, data["x_test"], data["y_test"], loss=loss)["error"]
         _restore(model, trained)
     return run_certificates([indices[j][i] for i, j in enumerate(chosen)], [grids[j] for j in chosen],
