@@ -671,7 +671,8 @@ def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig, c
             indices.append(_replica_indices(model, trained, grid.bits, grid.clip))
         else:
             indices.append(_set_on_grid(model, values, grid))
-        train_errors.append(evaluate_stacked(model, data["x_train"], data["y_train"], loss=loss)["error"])
+        train_errors.append(evaluate_stacked(model, data["x_train"], data["y_train"], loss=loss,
+                                             error_only=True)["error"])
         _restore(model, trained)
     bits_of_seed = seed_bits(group.mode, group.seed_count)
     test_n = int(data["x_test"].shape[1])
@@ -680,7 +681,7 @@ def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig, c
     test_errors = {}
     for j in sorted(set(int(j) for j in chosen)):
         _set_on_grid(model, values, grids[j])
-        test_errors[j] = evaluate_stacked(model, data["x_test"], data["y_test"], loss=loss)["error"]
+        test_errors[j] = evaluate_stacked(model, data["x_test"], data["y_test"], loss=loss, error_only=True)["error"]
         _restore(model, trained)
     return run_certificates([indices[j][i] for i, j in enumerate(chosen)], [grids[j] for j in chosen],
                             bits_of_seed, [float(train_errors[j][i]) for i, j in enumerate(chosen)],
