@@ -328,6 +328,20 @@ def kl_inverse_upper(q, c):
     return _out(_kl_inverse(q, c).reshape(shape), q_scalar and c_scalar)
 
 
+def kl_inverse_estimate(q, c):
+    """An estimate of ``kl_inverse_upper(q, c)`` without its guarantee: Newton on the direct kl formula
+    (the closed forms where they apply), usually within a few doubles of it, at a fraction of the
+    cost; for screening many candidates whose deciding values then come from ``kl_inverse_upper``."""
+    q, q_scalar = _check_real_array("q", q, 0.0, 1.0)
+    c, c_scalar = _check_real_array("c", c, 0.0)
+    q, c = np.broadcast_arrays(q, c)
+    out = np.where(q == 1, 1.0, np.where(c == 0, q, -np.expm1(-c)))  # q = 0: 1 − e^−c
+    rest = (q > 0) & (q < 1) & (c > 0)
+    if np.any(rest):
+        out[rest] = _kl_inverse_estimate(q[rest], c[rest] * (1.0 + _KL_MARGIN))
+    return _out(out, q_scalar and c_scalar)
+
+
 # ----------------------------------------------------------------------------------------------
 # PAC-Bayes and Occam certificates
 
