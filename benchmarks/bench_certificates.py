@@ -44,6 +44,32 @@ def main() -> None:
     print(f"  one batch (certificates_many): {b * 1e3:8.1f} ms")
     print(f"  one call per run (certificate): {lo * 1e3:8.1f} ms")
     print(f"  ratio loop / batch: {lo / b:.1f}x; identical values: {same}")
+    _bisections(errors, args.n, bits, args.repeats)
+
+
+def _bisections(errors, n, bits, repeats) -> None:
+    """The full-range bisection (``near=False``, the old path) against the bracketed one, on the
+    same inputs as a sweep group's certificates: occam_kl and binomial at δ and δ/2, interleaved."""
+    from infobound.certificates import LN2, _binomial_tails, _kl_inverse
+
+    q = np.tile(np.array(errors), 2)
+    b = np.tile(np.array(bits, dtype=np.float64), 2)
+    deltas = np.repeat([0.05, 0.025], len(errors))
+    c = (b * LN2 + np.log(1.0 / deltas)) / n
+    k = np.round(q * n)
+    times = {"full": [], "near": []}
+    out = {}
+    for _ in range(repeats):
+        for way, near in (("full", False), ("near", True)):
+            t0 = time.perf_counter()
+            out[way] = (_kl_inverse(q, c, near=near), _binomial_tails(k, n, deltas, b, near=near))
+            times[way].append(time.perf_counter() - t0)
+    full, near = statistics.median(times["full"]), statistics.median(times["near"])
+    same = all(np.array_equal(x, y) for x, y in zip(out["full"], out["near"]))
+    print(f"kl inverse + binomial tail of {2 * len(errors)} (run, δ) pairs, median of {repeats} interleaved repeats:")
+    print(f"  full-range bisection (old):     {full * 1e3:8.1f} ms")
+    print(f"  bracket around an estimate (new): {near * 1e3:6.1f} ms")
+    print(f"  speed-up {full / near:.1f}x; identical doubles: {same}")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ __all__ = [
     "decode_adapter",
     "decode_tensor",
     "entropy_bits",
+    "entropy_bits_many",
     "encode_tensor",
 ]
 
@@ -257,10 +258,11 @@ def as_grid(name: str, value) -> Grid:
 
 
 class _BitWriter:
-    """Bits appended as numpy uint8 arrays of 0/1."""
+    """Bits appended as numpy uint8 arrays of 0/1, and integers kept as (value, nbits) until
+    ``bits`` spells them out (most candidate codes are measured, never written)."""
 
     def __init__(self) -> None:
-        self._parts: list[np.ndarray] = []
+        self._parts: list[np.ndarray | tuple] = []  # arrays, (value, nbits), ("deltas", values, lengths)
         self.length = 0
 
     def _append(self, bits: np.ndarray) -> None:
@@ -270,15 +272,28 @@ class _BitWriter:
     def write(self, value: int, nbits: int) -> None:
         """``value`` (``0 <= value < 2**nbits``) in ``nbits`` bits, most significant first."""
         if nbits:
-            self._append(np.array([(value >> (nbits - 1 - i)) & 1 for i in range(nbits)], dtype=np.uint8))
+            self._parts.append((value, nbits))
+            self.length += nbits
 
     def delta(self, n: int) -> None:
         """Elias-delta code of ``n >= 1``: Elias-gamma of its bit length, then its low bits."""
         width = n.bit_length()
         lw = width.bit_length()
-        self.write(0, lw - 1)
-        self.write(width, lw)
-        self.write(n - (1 << (width - 1)), width - 1)
+        # lw − 1 zeros, width in lw bits, the low width − 1 bits of n: one integer of 2·lw + width − 2 bits
+        self.write((width << (width - 1)) | (n - (1 << (width - 1))), 2 * lw + width - 2)
+
+    def deltas(self, values: np.ndarray) -> None:
+        """``delta`` of each of ``values`` (integers >= 1), in order; kept as one part until ``bits``."""
+        values = np.asarray(values, dtype=np.int64).reshape(-1)
+        if values.size == 0:
+            return
+        if int(values.max()) >= 2**53:  # beyond exact float64 bit lengths: one at a time
+            for v in values.tolist():
+                self.delta(v)
+            return
+        lengths = _delta_lens(values)
+        self._parts.append(("deltas", values, lengths))
+        self.length += int(lengths.sum())
 
     def fixed(self, values: np.ndarray, width: int) -> None:
         """Each of ``values`` (non-negative int64) in ``width`` bits."""
@@ -295,7 +310,28 @@ class _BitWriter:
         self.length += other.length
 
     def bits(self) -> np.ndarray:
-        return np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.uint8)
+        parts, text = [], []
+        for part in self._parts:  # runs of integers spelled out as one string of 0s and 1s
+            if isinstance(part, tuple):
+                if part[0] == "deltas":
+                    for v in part[1].tolist():
+                        width = v.bit_length()
+                        lw = width.bit_length()
+                        text.append(format((width << (width - 1)) | (v - (1 << (width - 1))), f"0{2 * lw + width - 2}b"))
+                else:
+                    text.append(format(part[0], f"0{part[1]}b"))
+                continue
+            if text:
+                parts.append(_spelled("".join(text)))
+                text = []
+            parts.append(part)
+        if text:
+            parts.append(_spelled("".join(text)))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+
+
+def _spelled(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
 
 
 class _BitReader:
@@ -342,6 +378,13 @@ def _delta_len(n: int) -> int:
     return width - 1 + 2 * (width.bit_length() - 1) + 1
 
 
+def _delta_lens(values: np.ndarray) -> np.ndarray:
+    """``_delta_len`` of each of ``values`` (int64, 1 <= v < 2**53: bit lengths exact by frexp)."""
+    width = np.frexp(values.astype(np.float64))[1].astype(np.int64)
+    lw = np.frexp(width.astype(np.float64))[1].astype(np.int64)
+    return width + 2 * lw - 2
+
+
 def _zigzag(v: int) -> int:
     return 2 * v if v >= 0 else -2 * v - 1
 
@@ -376,7 +419,7 @@ def _parametric(model: str, size: int, loc2: int, j: int):
 
 def _range_encode(symbols: np.ndarray, model) -> np.ndarray:
     encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(symbols.astype(np.int32), model)
+    encoder.encode(symbols.astype(np.int32, copy=False), model)
     return encoder.get_compressed()
 
 
@@ -417,26 +460,44 @@ def _raw_candidate(symbols: np.ndarray, size: int) -> _Candidate:
     return _Candidate("raw", _tag("raw"), None, (symbols, (size - 1).bit_length()))
 
 
+_COUNT_SPAN = 2**22  # integer arrays spanning fewer values are counted with bincount, not sorted
+
+
+def _counts(flat: np.ndarray, inverse: bool = False):
+    """``np.unique(flat, return_counts=True)`` (and ``return_inverse``): the sorted values that occur
+    and their counts, the same arrays; for an integer array of small span by one ``np.bincount``."""
+    if flat.dtype.kind not in "iu" or int(flat.max()) - int(flat.min()) >= _COUNT_SPAN:
+        out = np.unique(flat, return_inverse=inverse, return_counts=True)
+        return (out[0], out[2], out[1]) if inverse else out
+    lo = flat.min()
+    shifted = (flat - lo).astype(np.intp)
+    every = np.bincount(shifted)
+    present = np.flatnonzero(every)
+    values, counts = (present + lo).astype(flat.dtype), every[present]
+    if not inverse:
+        return values, counts
+    rank = np.cumsum(every > 0) - 1
+    return values, counts, rank[shifted]
+
+
 def _empirical_candidate(symbols: np.ndarray, size: int) -> _Candidate | None:
-    support, inverse, counts = np.unique(symbols, return_inverse=True, return_counts=True)
+    support, counts, inverse = _counts(symbols, inverse=True)
     k = support.size
     if k > MAX_ALPHABET:
         return None
     table = _tag("empirical")
     if size > 2:  # support = {0, ..., size - 1} ∩ occurring; 0 and size - 1 always occur
-        gaps = np.diff(support) - 1
-        gap_bits = _delta_len(k - 1) + sum(_delta_len(int(g) + 1) for g in gaps[:-1])
+        gaps = (np.diff(support) - 1).astype(np.int64)
+        gap_bits = _delta_len(k - 1) + (int(_delta_lens(gaps[:-1] + 1).sum()) if k > 2 else 0)
         table.write(int(gap_bits > size - 2), 1)
         if gap_bits <= size - 2:
             table.delta(k - 1)
-            for g in gaps[:-1]:
-                table.delta(int(g) + 1)
+            table.deltas(gaps[:-1] + 1)
         else:
             bitmap = np.zeros(size - 2, dtype=np.uint8)
             bitmap[support[1:-1] - 1] = 1
             table._append(bitmap)
-    for n in counts[:-1]:
-        table.delta(int(n))
+    table.deltas(counts[:-1])
     return _Candidate("empirical", table, _range_encode(inverse.reshape(-1), _categorical(counts)))
 
 
@@ -452,14 +513,18 @@ def _parametric_candidate(model: str, symbols: np.ndarray, size: int) -> _Candid
         spread = float(np.mean(np.abs(x - loc2 / 2.0))) + 0.25
     loc2 = min(max(loc2, 0), 2 * (size - 1))
     cache: dict[int, np.ndarray] = {}
+    costs: dict[int, int] = {}
+    symbols32 = symbols.astype(np.int32)  # once, not per scale tried
 
     def words(j: int) -> np.ndarray:
         if j not in cache:
-            cache[j] = _range_encode(symbols, _parametric(model, size, loc2, j))
+            cache[j] = _range_encode(symbols32, _parametric(model, size, loc2, j))
         return cache[j]
 
     def cost(j: int) -> int:  # everything that depends on j
-        return _delta_len(_zigzag(j) + 1) + _delta_len(words(j).size + 1) + WORD_BITS * words(j).size
+        if j not in costs:
+            costs[j] = _delta_len(_zigzag(j) + 1) + _delta_len(words(j).size + 1) + WORD_BITS * words(j).size
+        return costs[j]
 
     # Search j on the real code length. Lengths move in whole 32-bit words, so they have plateaus:
     # walk each way until _PATIENCE steps in a row bring no improvement.
@@ -518,9 +583,34 @@ def entropy_bits(indices) -> float:
     indices = np.asarray(indices)
     if indices.size == 0:
         return 0.0
-    counts = np.unique(indices, return_counts=True)[1].astype(np.float64)
+    counts = _counts(indices.reshape(-1))[1].astype(np.float64)
     total = counts.sum()
     return float(-(counts * np.log2(counts / total)).sum()) + 0.0  # + 0.0: no -0.0
+
+
+def entropy_bits_many(arrays) -> list[float]:
+    """``entropy_bits`` of each of ``arrays`` (integer arrays), the same numbers, counted by one
+    ``np.bincount`` for all (for many small tensors, e.g. every replica's on every candidate grid)."""
+    flats = [np.asarray(a).reshape(-1) for a in arrays]
+    if not flats or any(f.size == 0 or f.dtype.kind not in "iu" for f in flats):
+        return [entropy_bits(f) for f in flats]
+    every = np.concatenate(flats)
+    if (every.dtype.kind not in "iu" or int(every.max()) >= 2**62
+            or int(every.max()) - int(every.min()) >= _COUNT_SPAN // len(flats)):
+        return [entropy_bits(f) for f in flats]
+    lo = int(every.min())
+    span = int(every.max()) - lo + 1
+    offsets = np.repeat(np.arange(len(flats), dtype=np.intp) * span - lo, [f.size for f in flats])
+    shifted = every.astype(np.intp) + offsets
+    rows = np.bincount(shifted, minlength=span * len(flats)).reshape(len(flats), span)
+    present = (rows > 0).sum(axis=1)
+    out = np.empty(len(flats))
+    for width in np.unique(present).tolist():  # rows with as many symbols: one (rows, width) array,
+        chosen = present == width              # each row summed as entropy_bits sums its counts
+        block = rows[chosen]
+        counts = block[block > 0].reshape(-1, width).astype(np.float64)
+        out[chosen] = -(counts * np.log2(counts / counts.sum(axis=1, keepdims=True))).sum(axis=1)
+    return [float(h) + 0.0 for h in out]
 
 
 def _encode(indices: np.ndarray, levels: int, model: str | None) -> tuple[_BitWriter, EncodedTensor]:

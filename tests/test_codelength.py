@@ -512,3 +512,65 @@ def test_module_does_not_import_torch():
     code = "import sys, infobound.codelength; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_counts_are_numpys_unique():
+    """codelength._counts (bincount for small spans) gives np.unique's values, counts and inverse."""
+    from infobound.codelength import _counts
+
+    rng = np.random.default_rng(5)
+    for t in range(400):
+        x = rng.integers(-50, 300, rng.integers(1, 500)) if t % 2 else rng.integers(0, 2**40, rng.integers(1, 50))
+        x = x.astype(np.uint8) if t % 5 == 0 else x
+        values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+        got = _counts(x, inverse=True)
+        assert got[0].dtype == values.dtype and np.array_equal(got[0], values)
+        assert got[1].dtype == counts.dtype and np.array_equal(got[1], counts)
+        assert np.array_equal(got[2], inverse.reshape(-1))
+
+
+def test_entropy_bits_many_is_entropy_bits_of_each():
+    """One bincount for many arrays gives each array's entropy_bits, the same doubles (mixed sizes,
+    spans, dtypes and offsets, and the inputs that fall back to one call each)."""
+    from infobound.codelength import entropy_bits_many
+
+    rng = np.random.default_rng(6)
+    arrays = [rng.integers(0, rng.integers(1, 300), rng.integers(1, 2000)) + int(rng.integers(0, 5))
+              for _ in range(600)]
+    arrays += [np.full(7, 3), np.array([2**40, 2**40 + 1])]
+    def by_unique(a):  # entropy_bits as it was written before bincount: np.unique's counts
+        counts = np.unique(a, return_counts=True)[1].astype(np.float64)
+        return float(-(counts * np.log2(counts / counts.sum())).sum()) + 0.0
+
+    for group in (arrays, [a.astype(np.uint16) for a in arrays[:50]], [np.array([0, 2**40])] * 3,
+                  [np.array([0.5, 1.5])], [np.array([2**63, 2**63 + 5], dtype=np.uint64)]):
+        got = entropy_bits_many(group)
+        assert got == [by_unique(a) for a in group]
+    assert entropy_bits_many([]) == []
+
+
+def test_bit_writer_deltas_are_delta_codes_one_by_one():
+    """_BitWriter.deltas (vectorised lengths, spelled out lazily) writes what one delta per value
+    writes, bit for bit, including the values past 2**53 that take the one-by-one path."""
+    from infobound.codelength import _BitWriter, _delta_len, _delta_lens
+
+    rng = np.random.default_rng(7)
+    values = np.concatenate([np.arange(1, 300), rng.integers(1, 2**52, 200), [2**53 - 1, 2**52, 2**31]])
+    assert _delta_lens(values).tolist() == [_delta_len(int(v)) for v in values]
+    def elias_delta(v):  # the textbook code: lw - 1 zeros, the bit length in lw bits, the low bits
+        width = v.bit_length()
+        return "0" * (width.bit_length() - 1) + format(width, "b") + (format(v, "b")[1:])
+
+    for chunk in (values, np.array([2**53, 3, 2**62]), np.array([], dtype=np.int64)):
+        one, many = _BitWriter(), _BitWriter()
+        for writer in (one, many):
+            writer.write(5, 3)
+        for v in chunk.tolist():
+            one.delta(v)
+        many.deltas(chunk)
+        for writer in (one, many):
+            writer.write(1, 1)
+        expected = "101" + "".join(elias_delta(v) for v in chunk.tolist()) + "1"
+        for writer in (one, many):
+            assert writer.length == len(expected)
+            assert "".join(map(str, writer.bits().tolist())) == expected

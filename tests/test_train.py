@@ -131,6 +131,11 @@ def test_evaluate_against_scipy_and_chunking():
     chunked = evaluate_stacked(model, x, y, batch_size=7)
     np.testing.assert_array_equal(chunked["zero_one"], metrics["zero_one"])
     np.testing.assert_allclose(chunked["loss"], metrics["loss"], rtol=1e-6)
+    # error_only: the same errors (numpy's argmax of the logits), no loss
+    quick = evaluate_stacked(model, x, y, error_only=True)
+    assert set(quick) == {"error", "zero_one"}
+    np.testing.assert_array_equal(quick["zero_one"], wrong.astype(np.int8))
+    assert quick["error"].tolist() == metrics["error"].tolist()
     # mse: mean over examples and outputs
     xr, yr = data(regression=True)
     reg = stacked_model("b_only", d_out=2)

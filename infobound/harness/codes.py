@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..certificates import certificates_many, kl_inverse_upper
+from ..certificates import certificates_many, kl_inverse_estimate, kl_inverse_upper
 from ..codelength import CodeLength, Grid, adapter_code_length
 from ..errors import InputError
 from ..spec import Mode
@@ -111,14 +111,65 @@ def choose_adaptive(indices: list[list[dict]], train_errors: np.ndarray, n: int,
     training error. The estimate uses each tensor's empirical entropy plus 64 bits of table (the
     real code is built for the chosen grid only). Any rule may choose here: the code pays log2 of
     the number of candidates whatever the rule, so the certificate stays valid."""
-    from ..codelength import entropy_bits
+    estimate = _estimates(np.asarray(train_errors, dtype=np.float64), adaptive_bits(indices, seed_bit_count), n)
+    return [int(j) for j in np.argmin(estimate, axis=0)]
+
+
+def adaptive_bits(indices: list[list[dict]], seed_bit_count: int) -> np.ndarray:
+    """The (C, K) code lengths ``choose_adaptive`` estimates: ``ceil`` of the seed and choice bits,
+    log2 C, and per tensor its empirical entropy plus 64 bits of table."""
+    from ..codelength import entropy_bits_many
 
     extra = seed_bit_count + math.log2(len(indices))
-    bits = np.array([[math.ceil(extra + sum(entropy_bits(v) + 64.0 for v in run.values())) for run in cand]
+    entropies = iter(entropy_bits_many([v for cand in indices for run in cand for v in run.values()]))
+    return np.array([[math.ceil(extra + sum(next(entropies) + 64.0 for _ in run)) for run in cand]
                      for cand in indices], dtype=np.float64)  # (C, K)
-    errors = np.asarray(train_errors, dtype=np.float64)
-    estimate = kl_inverse_upper(errors, (bits * math.log(2.0) + math.log(1.0 / CERT_DELTA)) / n)
-    return [int(j) for j in np.argmin(estimate, axis=0)]
+
+
+def _rates(bits: np.ndarray, n: int) -> np.ndarray:
+    return (bits * math.log(2.0) + math.log(1.0 / CERT_DELTA)) / n
+
+
+def _estimates(errors: np.ndarray, bits: np.ndarray, n: int) -> np.ndarray:
+    return kl_inverse_upper(errors, _rates(bits, n))
+
+
+_DOMINATED = 1e-9
+"""Relative margin by which a candidate's estimate at training error 0 must exceed a run's best
+estimate before ``choose_adaptive_lazily`` leaves it unevaluated (the estimate at error q is
+at least that at 0, up to an ulp or two)."""
+
+
+def choose_adaptive_lazily(bits: np.ndarray, n: int, train_errors) -> tuple[list[int], dict[int, np.ndarray]]:
+    """``choose_adaptive``'s choice, with ``bits = adaptive_bits(...)``, asking for a candidate's
+    training errors (``train_errors(c)`` -> (K,) errors) only where some run could still choose it.
+
+    kl⁻¹(q, c) grows with q, so a candidate whose estimate at q = 0 exceeds, for every run, that
+    run's smallest estimate among the evaluated candidates is never the argmin (nor tied with it).
+    Candidates are asked in order of their best estimate at q = 0 and screened with
+    ``kl_inverse_estimate``; then the estimates of the evaluated ones (``kl_inverse_upper``, one
+    batch) decide, and any skipped candidate they do not rule out is evaluated too, so the choice is
+    exactly ``choose_adaptive``'s. Returns it per run and the errors of the evaluated candidates."""
+    bits = np.asarray(bits, dtype=np.float64)
+    rates = _rates(bits, n)
+    lower = kl_inverse_upper(np.zeros_like(bits), rates)  # (C, K)
+    guess = np.full(bits.shape[1], np.inf)
+    errors: dict[int, np.ndarray] = {}
+    for c in np.argsort(lower.min(axis=1), kind="stable").tolist():
+        if not np.all(lower[c] > guess * (1.0 + _DOMINATED)):
+            errors[c] = np.asarray(train_errors(c), dtype=np.float64)
+            guess = np.minimum(guess, kl_inverse_estimate(errors[c], rates[c]))
+    while True:
+        estimate = np.ones_like(bits)  # 1 (the estimate at error 1) where not evaluated: never below a best
+        done = sorted(errors)
+        estimate[done] = kl_inverse_upper(np.stack([errors[c] for c in done]), rates[done])
+        best = estimate[done].min(axis=0)
+        missing = [c for c in range(len(bits)) if c not in errors and not np.all(lower[c] > best * (1.0 + _DOMINATED))]
+        if not missing:
+            break
+        for c in missing:
+            errors[c] = np.asarray(train_errors(c), dtype=np.float64)
+    return [int(j) for j in np.argmin(estimate, axis=0)], errors
 
 
 @dataclass(frozen=True)

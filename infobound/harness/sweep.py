@@ -615,6 +615,30 @@ def _replica_indices(model, trained: dict, bits: int, clip: float) -> list[dict]
     return out or []
 
 
+def _trained_values(trained: dict) -> dict:
+    """The trained tensors as float64 numpy arrays (K, ...), the values every grid rounds."""
+    return {name: t.detach().double().cpu().numpy() for name, t in trained.items()}
+
+
+def _per_replica(indices: dict) -> list[dict]:
+    """name -> (K, ...) indices as one dict name -> array per replica, in the same order."""
+    k = next(iter(indices.values())).shape[0] if indices else 0
+    return [{name: idx[i] for name, idx in indices.items()} for i in range(k)]
+
+
+def _set_parameters(model, grid, indices: dict) -> None:
+    """Set the trained parameters to the points of ``indices`` (name -> (K, ...)) on ``grid``
+    (``codelength.Grid``, which rounds as ``UniformGrid`` does, index for index:
+    ``_replica_indices`` checks that on every sweep grid and on the first candidate grid); the
+    evaluated model is then by construction the one the code describes."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in indices:
+                p.copy_(torch.from_numpy(grid.values(indices[name])).to(p.dtype))
+
+
 def _restore(model, trained: dict) -> None:
     import torch
 
@@ -626,32 +650,37 @@ def _restore(model, trained: dict) -> None:
 
 def _adaptive(model, trained: dict, data: dict, loss: str, group: GroupConfig, choices: dict) -> list[tuple[dict, dict]]:
     """Each replica's certificate on the grid it chooses among ``codes.adaptive_grids()`` (the choice
-    paid in its code): every candidate quantises the trained model and is evaluated on the training
-    sets; each replica takes the candidate with the smallest estimated certificate (training error and
-    code only). The test sets are then evaluated only on the grids some replica chose (the choice
-    never looks at them)."""
-    import numpy as np
-
+    paid in its code): each replica takes the candidate with the smallest estimated certificate
+    (training error and code only); a candidate's quantised model is evaluated on the training sets
+    unless its estimate at training error 0 already loses for every replica
+    (``codes.choose_adaptive_lazily``: the same choice as evaluating all). The test sets are then
+    evaluated only on the grids some replica chose (the choice never looks at them)."""
     from ..quantize import UniformGrid, quantize_trainable_
-    from .codes import adaptive_grids, choose_adaptive, run_certificates, seed_bits
+    from .codes import adaptive_bits, adaptive_grids, choose_adaptive_lazily, run_certificates, seed_bits
     from .train import evaluate_stacked
 
     grids = adaptive_grids()
-    train_errors, indices = [], []
-    for grid in grids:
-        quantize_trainable_(model, UniformGrid(grid.bits, grid.clip))
-        train_errors.append(evaluate_stacked(model, data["x_train"], data["y_train"], loss=loss)["error"])
-        indices.append(_replica_indices(model, trained, grid.bits, grid.clip))
-        _restore(model, trained)
+    values = _trained_values(trained)  # float64 once, for every candidate grid
+    # the first candidate also through quantize_trainable_, as a check of the numpy grid's indices
+    quantize_trainable_(model, UniformGrid(grids[0].bits, grids[0].clip))
+    _replica_indices(model, trained, grids[0].bits, grids[0].clip)
+    _restore(model, trained)
+    on_grid = [{name: grid.indices(v) for name, v in values.items()} for grid in grids]  # (K, ...) each
+    indices = [_per_replica(idx) for idx in on_grid]
     bits_of_seed = seed_bits(group.mode, group.seed_count)
+    extra_bits = bits_of_seed + sum(math.log2(c) for c in choices.values())
+
+    def errors_on(j: int, x, y):
+        _set_parameters(model, grids[j], on_grid[j])
+        try:
+            return evaluate_stacked(model, x, y, loss=loss, error_only=True)["error"]
+        finally:
+            _restore(model, trained)
+
+    chosen, train_errors = choose_adaptive_lazily(adaptive_bits(indices, extra_bits), group.n,
+                                                  lambda j: errors_on(j, data["x_train"], data["y_train"]))
     test_n = int(data["x_test"].shape[1])
-    chosen = choose_adaptive(indices, np.array(train_errors), group.n,
-                             bits_of_seed + sum(math.log2(c) for c in choices.values()))
-    test_errors = {}
-    for j in sorted(set(int(j) for j in chosen)):
-        quantize_trainable_(model, UniformGrid(grids[j].bits, grids[j].clip))
-        test_errors[j] = evaluate_stacked(model, data["x_test"], data["y_test"], loss=loss)["error"]
-        _restore(model, trained)
+    test_errors = {j: errors_on(j, data["x_test"], data["y_test"]) for j in sorted(set(chosen))}
     return run_certificates([indices[j][i] for i, j in enumerate(chosen)], [grids[j] for j in chosen],
                             bits_of_seed, [float(train_errors[j][i]) for i, j in enumerate(chosen)],
                             group.n, [float(test_errors[j][i]) for i, j in enumerate(chosen)],

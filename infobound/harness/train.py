@@ -141,6 +141,7 @@ def evaluate_stacked(
     *,
     loss: Loss | str = Loss.CROSS_ENTROPY,
     batch_size: int | None = None,
+    error_only: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per-replica metrics of a stacked model on ``x`` (K, m, d), ``y`` as for ``train_stacked``.
 
@@ -149,7 +150,8 @@ def evaluate_stacked(
     and ``zero_one`` (K, m) int8, each example's 0-1 loss (kept for per-example bounds; int8, so
     differences of two such arrays stay exact). ``batch_size`` evaluates in chunks of that many
     examples (same numbers, less memory). The model is evaluated in eval mode and returned to its
-    previous mode; adapters are never merged by this.
+    previous mode; adapters are never merged by this. ``error_only`` (cross_entropy): only ``error``
+    and ``zero_one``, without the cross-entropy (the same error; for choosing among many models).
     """
     loss = Loss.parse(loss)
     k = _stack_of(model)
@@ -166,7 +168,8 @@ def evaluate_stacked(
             yb = y[:, lo:lo + chunk]
             if loss is Loss.CROSS_ENTROPY:
                 _check_labels(out, yb)
-                sums += _cross_entropy(out, yb).to("cpu", torch.float64).sum(dim=1)
+                if not error_only:
+                    sums += _cross_entropy(out, yb).to("cpu", torch.float64).sum(dim=1)
                 wrong.append((out.argmax(dim=-1) != yb).to("cpu", torch.int8))
             else:
                 sums += _squared_error(out, yb).to("cpu", torch.float64).flatten(1).sum(dim=1)
@@ -174,6 +177,8 @@ def evaluate_stacked(
         model.train(was_training)
     if loss is Loss.CROSS_ENTROPY:
         zero_one = torch.cat(wrong, dim=1).numpy() if wrong else np.zeros((k, 0), np.int8)
+        if error_only:
+            return {"error": zero_one.mean(axis=1, dtype=np.float64), "zero_one": zero_one}
         return {
             "loss": (sums / m).numpy(),
             "error": zero_one.mean(axis=1, dtype=np.float64),
