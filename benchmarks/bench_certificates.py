@@ -48,9 +48,9 @@ def main() -> None:
 
 
 def _bisections(errors, n, bits, repeats) -> None:
-    """The full-range bisection (``near=False``, the old path) against the bracketed one, on the
+    """The full-range bisection (``search="full"``, the old path) against the bracketed one, on the
     same inputs as a sweep group's certificates: occam_kl and binomial at δ and δ/2, interleaved."""
-    from infobound.certificates import LN2, _binomial_tails, _kl_inverse
+    from infobound.certificates import LN2, binomial_tail_bounds, kl_inverse_upper
 
     q = np.tile(np.array(errors), 2)
     b = np.tile(np.array(bits, dtype=np.float64), 2)
@@ -60,9 +60,9 @@ def _bisections(errors, n, bits, repeats) -> None:
     times = {"full": [], "near": []}
     out = {}
     for _ in range(repeats):
-        for way, near in (("full", False), ("near", True)):
+        for way, search in (("full", "full"), ("near", "bracket")):
             t0 = time.perf_counter()
-            out[way] = (_kl_inverse(q, c, near=near), _binomial_tails(k, n, deltas, b, near=near))
+            out[way] = (kl_inverse_upper(q, c, search=search), binomial_tail_bounds(k, n, deltas, b, search=search))
             times[way].append(time.perf_counter() - t0)
     full, near = statistics.median(times["full"]), statistics.median(times["near"])
     same = all(np.array_equal(x, y) for x, y in zip(out["full"], out["near"]))

@@ -314,18 +314,31 @@ def _kl_inverse(q: np.ndarray, c: np.ndarray, near: bool = True) -> np.ndarray:
     return out
 
 
-def kl_inverse_upper(q, c):
+SEARCHES = ("bracket", "full")
+"""How the bisections on the doubles start: ``bracket`` (a checked bracket around an estimate, the
+default) or ``full`` (the whole range, the reference); both return the same doubles."""
+
+
+def _check_search(search) -> bool:
+    if search not in SEARCHES:
+        raise InputError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
+    return search == "bracket"
+
+
+def kl_inverse_upper(q, c, *, search: str = "bracket"):
     """kl⁻¹(q, c) = sup{p ∈ [q, 1] : kl(q‖p) ≤ c}; broadcasts over arrays.
 
     kl(q‖·) increases on [q, 1), so the set is an interval [q, p*]. Closed forms: q = 0 gives
     1 − e^−c (rounded up one ulp), q = 1 gives 1, c = 0 gives q. If kl(q‖1⁻) ≤ c (1⁻ the largest double
     below 1) the answer is 1. Otherwise the doubles in [q, 1] are bisected to a bracket of two adjacent
-    doubles and its upper end is returned, so the result is never below p*.
+    doubles and its upper end is returned, so the result is never below p*. ``search`` (``SEARCHES``)
+    says where the bisection starts; the result is the same.
     """
+    near = _check_search(search)
     q, q_scalar = _check_real_array("q", q, 0.0, 1.0)
     c, c_scalar = _check_real_array("c", c, 0.0)
     shape = np.broadcast_shapes(q.shape, c.shape)
-    return _out(_kl_inverse(q, c).reshape(shape), q_scalar and c_scalar)
+    return _out(_kl_inverse(q, c, near=near).reshape(shape), q_scalar and c_scalar)
 
 
 def kl_inverse_estimate(q, c):
@@ -491,6 +504,21 @@ def binomial_tail_bound(k, n, delta, bits=0) -> float:
     if k == n:
         return 1.0
     return float(_binomial_tails(np.array([k]), n, np.array([delta]), np.array([bits]))[0])
+
+
+def binomial_tail_bounds(k, n, delta, bits=0, *, search: str = "bracket") -> np.ndarray:
+    """``binomial_tail_bound`` for arrays (broadcast) of error counts ``k``, δs and bit counts on
+    ``n`` examples, in one vectorised bisection; ``search`` as for ``kl_inverse_upper``."""
+    near = _check_search(search)
+    n = check_int("n", n, 1, MAX_BINOMIAL_N)
+    k, _ = _check_real_array("k", k, 0.0, float(n))
+    bits, _ = _check_real_array("bits", bits, 0.0)
+    delta, _ = _check_real_array("delta", delta, 0.0, 1.0, low_open=True, high_open=True)
+    for name, values in (("k", k), ("bits", bits)):
+        if np.any(values != np.round(values)):
+            raise InputError(f"{name} must hold integers, got {values[values != np.round(values)][:3]}")
+    shape = np.broadcast_shapes(k.shape, delta.shape, bits.shape)
+    return _binomial_tails(k, n, delta, bits, near=near).reshape(shape)
 
 
 def _binomial_tails(k: np.ndarray, n, delta: np.ndarray, bits: np.ndarray, near: bool = True) -> np.ndarray:

@@ -59,3 +59,38 @@ def test_a_wrong_estimate_falls_back_to_the_full_range():
     full = C._bisect_floats(q, np.ones_like(q), inside)
     for wrong in (np.full_like(q, np.nan), (q + 1) / 2, np.minimum(full * 1.5, 1.0), q):
         assert np.array_equal(C._bisect_near(q, np.ones_like(q), wrong, inside), full)
+
+
+def test_public_searches_agree_and_match_clopper_pearson():
+    """The public vectorised forms: both searches give the same doubles, and with no code (bits 0)
+    the binomial tail is the one-sided Clopper-Pearson bound scipy's beta quantile gives."""
+    from scipy import stats
+
+    rng = np.random.default_rng(21)
+    n = 700
+    k = rng.integers(0, n, 200)
+    delta = rng.uniform(1e-4, 0.5, 200)
+    full = C.binomial_tail_bounds(k, n, delta, search="full")
+    bracket = C.binomial_tail_bounds(k, n, delta)
+    assert np.array_equal(full, bracket)
+    reference = stats.beta.ppf(1.0 - delta, k + 1, n - k)
+    assert np.allclose(bracket, reference, rtol=1e-9, atol=0)
+    assert np.all(bracket >= reference * (1 - 1e-12))
+    assert C.binomial_tail_bounds([n], n, [0.05])[0] == 1.0
+    q, c = rng.random(200), rng.uniform(0, 2, 200)
+    assert np.array_equal(C.kl_inverse_upper(q, c), C.kl_inverse_upper(q, c, search="full"))
+
+
+def test_public_searches_reject_bad_input():
+    import pytest
+
+    with pytest.raises(ValueError, match="search"):
+        C.kl_inverse_upper(0.1, 0.2, search="fast")
+    with pytest.raises(ValueError, match="k must hold integers"):
+        C.binomial_tail_bounds([1.5], 10, [0.05])
+    with pytest.raises(ValueError, match="delta"):
+        C.binomial_tail_bounds([1], 10, [0.0])
+    with pytest.raises(ValueError, match="k"):
+        C.binomial_tail_bounds([11], 10, [0.05])
+    with pytest.raises(ValueError, match="n"):
+        C.binomial_tail_bounds([1], 0, [0.05])
