@@ -16,10 +16,12 @@ The pretrained network is on disk before any clock starts (every process loads i
 ``--repeats R`` the three ways run R times in turn, the order reversed every other round, and every
 time is printed; the ratios use the medians.
 
-FLOPs are counted, not guessed: one training step of a run costs 3 × its forward matrix-product
-FLOPs (forward, and backward for inputs and weights), counted from the layer shapes of the network as
-the loop runs it, ``2 · n · (Σ d_in·d_out + Σ_adapted r·(d_in + d_out))``; evaluation is left out
-(so the achieved rates are a lower bound). The peak is measured in the same run: ``torch.bmm`` of
+FLOPs are counted, not guessed: torch's ``FlopCounterMode`` counts the matrix products that each
+program executes in training (forward and backward), run on each group for one and two steps
+(``training_flops``); evaluation is left out (so the achieved rates are a lower bound). The harness
+forms each replica's merged weight and so computes its whole gradient; the loop's factored adapters
+need fewer products. Each way's rate is over its own products, and the harness's also over the
+loop's (the work the task needs). The peak is measured in the same run: ``torch.bmm`` of
 the stacked first layer's shapes, ``(K, n, d_in) @ (K, d_in, d_out)``, one thread, best of a few.
 
 Agreement: (1) bitwise, where the ops are deterministic: a sample of groups (every mode, smallest
@@ -58,6 +60,7 @@ from infobound.harness.allocator import keep_freed_memory
 from infobound.harness.sweep import (SweepConfig, default_workers, frozen_seed, process_pool, run_group,
                                      run_sweep)
 from infobound.harness.tasks import get_task
+from infobound.harness.train import train_stacked
 from infobound.lora import inject_lora, trainable_parameters
 from infobound.quantize import UniformGrid, quantize_trainable_
 from infobound.spec import Mode
@@ -165,16 +168,65 @@ def layer_shapes(task) -> list[tuple[str, int, int]]:
             if isinstance(m, torch.nn.Linear)]
 
 
-def training_flops(config: SweepConfig, task) -> float:
-    """3 × forward matrix-product FLOPs × examples × steps, summed over every run of the sweep."""
-    shapes = layer_shapes(task)
-    targets = set(config.targets or task.default_targets)
-    total = 0.0
+def _train_flops(model, x, y, steps: int, train) -> float:
+    """Matrix-product FLOPs of ``train(model, x, y, steps)``, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        train(model, x, y, steps)
+    return float(counter.get_total_flops())
+
+
+def _loop_train(model, x, y, steps: int) -> None:
+    """The loop's training (as ``one_run``): unstacked, torch.optim.Adam, full-batch cross-entropy."""
+    optimizer = torch.optim.Adam(trainable_parameters(model), lr=0.01)
+    model.train()
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def _harness_train(model, x, y, steps: int) -> None:
+    train_stacked(model, x, y, steps=steps, lr=0.01)
+
+
+def training_flops(config: SweepConfig, task) -> dict[str, float]:
+    """The matrix-product FLOPs each way executes in training, every run of the sweep: counted by
+    torch's ``FlopCounterMode`` (forward and backward, 2 per multiply-add) on the very programs, not
+    from a formula. Each group's stack (the harness) and one of its runs (the loop) are trained for
+    1 and for 2 steps; the difference is a step, the rest the one-off part (the harness's first-layer
+    products of ``lora.fixed_input``): total = c(1) + (steps − 1) · (c(2) − c(1)). The harness forms
+    each replica's merged weight, so it also computes that weight's full gradient; the loop's
+    factored adapter does fewer products; evaluation is left out of both."""
+    from infobound.harness.sweep import effective_batch
+
+    out = {"harness": 0.0, "loop": 0.0}
+    targets = config.targets or task.default_targets
     for group in config.groups():
-        rank = 0 if group.mode is Mode.FULL else group.rank
-        per_example = sum(2 * i * o + (2 * rank * (i + o) if name in targets else 0) for name, i, o in shapes)
-        total += 3.0 * per_example * group.n * group.steps * len(group.seeds)
-    return total
+        if effective_batch(task.default_batch_size if group.batch_size is None else group.batch_size,
+                           group.n) is not None:
+            raise SystemExit("bench_harness.py counts full-batch sweeps only")
+        k = len(group.seeds)
+        rank = 1 if group.mode is Mode.FULL else group.rank
+        x = torch.rand(k, group.n, task.d_in)
+        y = torch.randint(0, task.n_classes, (k, group.n))
+        for way, stack in (("harness", k), ("loop", None)):
+            counts = []
+            for steps in (1, 2):
+                model = task.base_model()
+                if stack is None:
+                    inject_lora(model, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
+                                seed=frozen_seed(group.seeds[0]))
+                    counts.append(_train_flops(model, x[0], y[0], steps, _loop_train))
+                else:
+                    inject_lora(model, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
+                                stack=stack, seeds=group.frozen_seeds())
+                    counts.append(_train_flops(model, x, y, steps, _harness_train))
+            total = counts[0] + (group.steps - 1) * (counts[1] - counts[0])
+            out[way] += total * (k if stack is None else 1)
+    return out
 
 
 def measured_peak(task, k: int, ns: tuple[int, ...], repeats: int = 20) -> dict[int, float]:
@@ -287,16 +339,22 @@ def main() -> None:
     flops = training_flops(config, task)
     peak = measured_peak(task, config.seeds, config.ns)
     best_peak = max(peak.values())
-    print(f"training FLOPs counted: {flops:.3e} (3 × forward matrix products × examples × steps, all runs)")
+    print(f"training FLOPs counted (torch.utils.flop_counter on the programs themselves, matrix products, "
+          f"forward and backward, all runs): harness {flops['harness']:.3e} (it forms each replica's merged "
+          f"weight, so it computes that weight's whole gradient), loop {flops['loop']:.3e} (factored adapters)")
     print("peak measured now, torch.bmm of the first layer's stacked shapes, 1 thread: "
           + ", ".join(f"n={n}: {g:.1f} GFLOP/s" for n, g in peak.items()))
     med = {name: statistics.median(t) for name, t in times.items()}
     for name, seconds in med.items():
         procs = 1 if name == "loop, 1 process" else args.workers
-        rate = flops / seconds / 1e9
+        executed = flops["harness" if name == "harness" else "loop"]
+        rate = executed / seconds / 1e9
         print(f"   {name:18s} median {seconds:8.2f} s over {len(times[name])} round(s); "
-              f"{rate:6.1f} GFLOP/s = {rate / procs:5.1f} per process = "
+              f"{rate:6.1f} GFLOP/s of its own products = {rate / procs:5.1f} per process = "
               f"{rate / procs / best_peak:5.1%} of the per-thread peak")
+    useful = flops["loop"] / med["harness"] / 1e9 / args.workers
+    print(f"   harness at the loop's FLOPs (the work the task needs, done the loop's way): {useful:.1f} GFLOP/s "
+          f"per process = {useful / best_peak:.1%} of the peak")
     h, l1, ln = med["harness"], med["loop, 1 process"], med[f"loop, {args.workers} processes"]
     print(f"ratios: loop-1 / harness = {l1 / h:.2f}x (target >= 5), loop-{args.workers} / harness = {ln / h:.2f}x "
           f"(target >= 3); harness {h:.1f} s (target <= 25 s on 2 quiet cores)")
