@@ -9,10 +9,15 @@
 (b) loop, 1 process: every run alone, as one writes it without stacking: ``task.base_model()``, an
     unstacked ``inject_lora`` with the harness's frozen seed, ``torch.optim.Adam`` on full-batch
     cross-entropy over the run's own training set (the same split the harness draws), the trained
-    parameters rounded to the same grid, train and test 0-1 error; one torch thread;
-(c) loop, N processes: the same loop, a configuration's runs per task, over N spawned processes.
+    parameters rounded to the same grid, train and test 0-1 error, and the same certificates the
+    harness writes, computed for the run alone with the same library calls (code length and
+    certificates on the sweep's grid; the adaptive grid chosen as the harness chooses it, then its
+    code, certificates and test error); one torch thread. The seconds of its
+    certificates are timed too, so the ratios are also printed for the loop without them;
+(c) loop, N processes: the same loop, a configuration's runs per task, over N worker processes
+    (``process_pool``, as the harness's).
 
-The pretrained network is on disk before any clock starts (every process loads it). With
+The pretrained network is built before any clock starts (and on disk). With
 ``--repeats R`` the three ways run R times in turn, the order reversed every other round, and every
 time is printed; the ratios use the medians.
 
@@ -59,6 +64,8 @@ from infobound.harness.store import RunStore
 from infobound.harness.allocator import keep_freed_memory
 from infobound.harness.sweep import (SweepConfig, default_workers, frozen_seed, process_pool, run_group,
                                      run_sweep)
+from infobound.codelength import Grid
+from infobound.harness.codes import adaptive_bits, adaptive_grids, choose_adaptive_lazily, run_certificates, seed_bits
 from infobound.harness.tasks import get_task
 from infobound.harness.train import train_stacked
 from infobound.lora import inject_lora, trainable_parameters
@@ -99,8 +106,12 @@ def run_data(task, group, seed: int):
     return [torch.as_tensor(a) for a in (x, y, x_test, y_test)]
 
 
-def one_run(task, group, seed: int) -> dict:
-    """One run, unstacked: {bits: test 0-1 loss per example (int8 array)}."""
+def one_run(task, group, seed: int) -> tuple[dict, dict, float]:
+    """One run, unstacked: ({bits: test 0-1 loss per example (int8 array)}, its certificate fields,
+    the seconds its certificates took). The certificates are the harness's outputs computed for this
+    run alone with the same library calls: the code length and certificates on the sweep's grid, and
+    the adaptive grid's (candidate grids evaluated on the training set as the harness does, the chosen
+    one on the test set)."""
     x, y, x_test, y_test = run_data(task, group, seed)
     model = task.base_model()
     rank = 1 if group.mode is Mode.FULL else group.rank
@@ -115,41 +126,87 @@ def one_run(task, group, seed: int) -> dict:
         loss.backward()
         optimizer.step()
     trained = [p.detach().clone() for p in params]
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
     model.eval()
-    out = {}
-    for bits in group.bits:
-        if bits is not None:
-            quantize_trainable_(model, UniformGrid(bits, group.clip))
+
+    def errors(grid, inputs, labels):
+        quantize_trainable_(model, UniformGrid(grid.bits, grid.clip))
         with torch.no_grad():
-            out[bits] = (model(x_test).argmax(-1) != y_test).to(torch.int8).numpy()
-            for p, value in zip(params, trained):  # back to the trained values for the next bit width
+            wrong = (model(inputs).argmax(-1) != labels).to(torch.int8).numpy()
+            for p, value in zip(params, trained):  # back to the trained values
                 p.copy_(value)
-    return out
+        return wrong
+
+    def indices(grid):
+        return {name: grid.indices(value.double().numpy()) for name, value in zip(names, trained)}
+
+    out, fields, cert_seconds = {}, {}, 0.0
+    n, test_n = int(x.shape[0]), int(x_test.shape[0])
+    extra = seed_bits(group.mode, group.seed_count)
+    for bits in group.bits:
+        if bits is None:
+            with torch.no_grad():
+                out[bits] = (model(x_test).argmax(-1) != y_test).to(torch.int8).numpy()
+            continue
+        grid = Grid(bits, group.clip)
+        out[bits] = errors(grid, x_test, y_test)
+        t0 = time.perf_counter()
+        train_error = float(errors(grid, x, y).mean())
+        (fixed, _), = run_certificates([indices(grid)], [grid], extra, [train_error], n,
+                                       [float(out[bits].mean())], test_n)
+        fields[bits] = fixed
+        cert_seconds += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    grids = adaptive_grids()
+    candidates = [[indices(g)] for g in grids]  # the harness's choice, for one run: a candidate grid is
+    # evaluated only while it could still be chosen (codes.choose_adaptive_lazily)
+    (j,), train_errors = choose_adaptive_lazily(adaptive_bits(candidates, extra), n,
+                                                lambda c: [errors(grids[c], x, y).mean()])
+    (adaptive, _), = run_certificates([candidates[j][0]], [grids[j]], extra, [float(train_errors[j][0])], n,
+                                      [float(errors(grids[j], x_test, y_test).mean())], test_n,
+                                      grid_candidates=len(grids), prefix="adaptive_")
+    fields["adaptive"] = adaptive
+    cert_seconds += time.perf_counter() - t0
+    return out, fields, cert_seconds
 
 
-def loop_group(group) -> dict:
-    """Every run of ``group``, one after another: {(mode, rank, n, seed, bits): test 0-1 losses}.
-    The loop's process gets the harness's allocator settings too, so both sides run on the same
-    allocator and the ratio is the stacking's."""
+def loop_group(group) -> tuple[dict, dict, float]:
+    """Every run of ``group``, one after another: ({(mode, rank, n, seed, bits): test 0-1 losses},
+    {(mode, rank, n, seed): certificate fields}, seconds of certificates). The loop's process gets
+    the harness's allocator settings too, so both sides run on the same allocator and the ratio is
+    the stacking's."""
     torch.set_num_threads(1)
     keep_freed_memory()
     task = get_task(group.task)
-    return {(group.mode.value, group.rank, group.n, seed, bits): losses
-            for seed in group.seeds for bits, losses in one_run(task, group, seed).items()}
+    losses, fields, seconds = {}, {}, 0.0
+    for seed in group.seeds:
+        out, certified, cert_seconds = one_run(task, group, seed)
+        losses.update({(group.mode.value, group.rank, group.n, seed, bits): v for bits, v in out.items()})
+        fields[(group.mode.value, group.rank, group.n, seed)] = certified
+        seconds += cert_seconds
+    return losses, fields, seconds
 
 
-def loop_way(config: SweepConfig, workers: int) -> tuple[float, dict]:
+def loop_way(config: SweepConfig, workers: int) -> tuple[float, tuple[dict, dict, float]]:
+    """The loop's wall time and (test losses, certificate fields, seconds of certificates summed
+    over its processes)."""
     groups = longest_first(config.groups())
     t0 = time.perf_counter()
-    results = {}
+    losses, fields, seconds = {}, {}, 0.0
     if workers == 1:
-        for group in groups:
-            results.update(loop_group(group))
+        parts = map(loop_group, groups)
     else:
-        with process_pool(workers) as pool:
-            for part in pool.map(loop_group, groups):
-                results.update(part)
-    return time.perf_counter() - t0, results
+        pool = process_pool(workers)
+        parts = pool.map(loop_group, groups)
+    try:
+        for part_losses, part_fields, part_seconds in parts:
+            losses.update(part_losses)
+            fields.update(part_fields)
+            seconds += part_seconds
+    finally:
+        if workers > 1:
+            pool.shutdown()
+    return time.perf_counter() - t0, (losses, fields, seconds)
 
 
 def longest_first(groups: list) -> list:
@@ -280,6 +337,21 @@ def bitwise_check(config: SweepConfig, records: list[dict]) -> tuple[bool, list[
     return ok, lines
 
 
+def code_agreement(records: list[dict], fields: dict) -> str:
+    """For information: the loop's code lengths (sweep grid and chosen grid) against the harness's
+    for the same runs; they differ where float rounding moved a trained value across a grid step."""
+    same, total, gaps = 0, 0, []
+    for r in records:
+        mine = fields[(r["mode"], r["rank"], r["n"], r["seed"])]
+        for name, theirs in (("code_length_bits", mine.get(r["bits"], {}).get("code_length_bits")),
+                             ("adaptive_code_length_bits", mine["adaptive"]["adaptive_code_length_bits"])):
+            total += 1
+            same += theirs == r[name]
+            gaps.append(abs(theirs - r[name]))
+    return (f"   (info) code lengths, loop vs harness: {same} of {total} equal; median |difference| "
+            f"{statistics.median(gaps):.1f} bits, largest {max(gaps):.1f} bits")
+
+
 def loop_agreement(records: list[dict], looped: dict, config: SweepConfig) -> tuple[bool, str]:
     test_n = records[0]["test_n"]
     runs_differ, examples, means = 0, 0, defaultdict(lambda: [0.0, 0.0, 0])
@@ -328,14 +400,18 @@ def main() -> None:
     ways = {"harness": lambda: harness_way(config, args.workers),
             "loop, 1 process": lambda: loop_way(config, 1),
             f"loop, {args.workers} processes": lambda: loop_way(config, args.workers)}
-    times, outputs = defaultdict(list), {}
+    times, outputs, cert_times = defaultdict(list), {}, defaultdict(list)
     for round_ in range(args.repeats):
         order = list(ways) if round_ % 2 == 0 else list(ways)[::-1]
         for name in order:
             seconds, result = ways[name]()
             times[name].append(seconds)
             outputs[name] = result
-            print(f"   round {round_ + 1}: {name:18s} {seconds:8.2f} s", flush=True)
+            extra = ""
+            if name != "harness":
+                cert_times[name].append(result[2])
+                extra = f" (its certificates {result[2]:.1f} s, summed over its processes)"
+            print(f"   round {round_ + 1}: {name:18s} {seconds:8.2f} s{extra}", flush=True)
     flops = training_flops(config, task)
     peak = measured_peak(task, config.seeds, config.ns)
     best_peak = max(peak.values())
@@ -356,8 +432,14 @@ def main() -> None:
     print(f"   harness at the loop's FLOPs (the work the task needs, done the loop's way): {useful:.1f} GFLOP/s "
           f"per process = {useful / best_peak:.1%} of the peak")
     h, l1, ln = med["harness"], med["loop, 1 process"], med[f"loop, {args.workers} processes"]
-    print(f"ratios: loop-1 / harness = {l1 / h:.2f}x (target >= 5), loop-{args.workers} / harness = {ln / h:.2f}x "
-          f"(target >= 3); harness {h:.1f} s (target <= 25 s on 2 quiet cores)")
+    print(f"ratios, the same outputs (training, test errors and every certificate): loop-1 / harness = "
+          f"{l1 / h:.2f}x (target >= 5), loop-{args.workers} / harness = {ln / h:.2f}x (target >= 3); "
+          f"harness {h:.1f} s (target <= 25 s on 2 quiet cores)")
+    c1 = statistics.median(cert_times["loop, 1 process"])
+    cn = statistics.median(cert_times[f"loop, {args.workers} processes"]) / args.workers
+    print(f"   the loop without its certificates (their seconds subtracted, over {args.workers} processes divided "
+          f"by {args.workers}: an estimate), against the whole harness: loop-1 {(l1 - c1) / h:.2f}x, "
+          f"loop-{args.workers} {(ln - cn) / h:.2f}x")
     if args.repeats > 1:
         pairs = [lo / ha for lo, ha in zip(times["loop, 1 process"], times["harness"])]
         print("   per-round loop-1 / harness: " + ", ".join(f"{p:.2f}" for p in pairs))
@@ -368,12 +450,14 @@ def main() -> None:
     ok1, lines = bitwise_check(config, records)
     print("agreement:\n   (1) stacked runs vs the same runs alone through the same code (bitwise):")
     print("\n".join(lines))
-    ok2, line = loop_agreement(records, outputs["loop, 1 process"], config)
+    looped, loop_fields, _ = outputs["loop, 1 process"]
+    ok2, line = loop_agreement(records, looped, config)
     print(line)
-    ok3 = outputs["loop, 1 process"].keys() == outputs[f"loop, {args.workers} processes"].keys() and all(
-        np.array_equal(a, outputs[f"loop, {args.workers} processes"][k]) for k, a in outputs["loop, 1 process"].items())
+    print(code_agreement(records, loop_fields))
+    other = outputs[f"loop, {args.workers} processes"][0]
+    ok3 = looped.keys() == other.keys() and all(np.array_equal(a, other[k]) for k, a in looped.items())
     print(f"   (3) loop in 1 vs {args.workers} processes: {'identical' if ok3 else 'DIFFERENT'} -> {'ok' if ok3 else 'FAIL'}")
-    caught = self_test(config, records, outputs["loop, 1 process"]) if args.self_test else True
+    caught = self_test(config, records, looped) if args.self_test else True
     if not (ok1 and ok2 and ok3 and caught):
         print("FAIL")
         sys.exit(1)
