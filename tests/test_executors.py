@@ -271,3 +271,25 @@ def test_cli_several_tasks_share_one_executor(monkeypatch, tmp_path):
     assert made == ["dask"]  # one cluster for both tasks, not one per task
     assert (tmp_path / "out" / "digits" / "records.sqlite").exists()
     assert (tmp_path / "out" / "digits_flip" / "records.sqlite").exists()
+
+
+def test_workers_fork_unless_cuda_was_initialised(monkeypatch):
+    """Linux workers are forked (they inherit the imports, task and weights); a process that has
+    initialised CUDA (which does not survive a fork) gets fresh ones."""
+    import sys
+
+    import torch
+
+    from infobound.harness.sweep import process_pool, start_method
+
+    linux = sys.platform.startswith("linux")
+    assert start_method() == ("fork" if linux else "spawn")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert start_method() == "spawn"
+    monkeypatch.undo()
+    pool = process_pool(1)
+    try:
+        assert pool._mp_context.get_start_method() == ("fork" if linux else "spawn")
+        assert pool.submit(os.getpid).result() != os.getpid()  # a worker process, and it runs
+    finally:
+        pool.shutdown()

@@ -45,9 +45,10 @@ class CostModel:
         return self.per_group + self.per_replica * k + self.per_step * steps + flops / self.flops_per_second
 
 
-FITTED = CostModel(per_group=0.691, per_replica=0.0228, per_step=6.39e-5, flops_per_second=3.55e10,
-                   worker_start=4.45,
-                   source="x86_64, 2 cores shared with other test runs (loaded), 1 thread per worker, 2026-12-01")
+FITTED = CostModel(per_group=0.0, per_replica=0.0372, per_step=0.00123, flops_per_second=4.19e10,
+                   worker_start=0.0425,
+                   source="x86_64, 2 quiet cores, 1 thread per worker (forked workers), 2026-12-01, "
+                          "bench_scaling.py --repeats 2")
 """The constants ``benchmarks/bench_scaling.py`` fitted (see ``source``)."""
 
 
