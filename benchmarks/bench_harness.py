@@ -106,6 +106,17 @@ def run_data(task, group, seed: int):
     return [torch.as_tensor(a) for a in (x, y, x_test, y_test)]
 
 
+def loop_train(model, x, y, steps: int, lr: float = 0.01) -> None:
+    """The loop's training of one run: unstacked, torch.optim.Adam, full-batch cross-entropy."""
+    optimizer = torch.optim.Adam(trainable_parameters(model), lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
 def one_run(task, group, seed: int) -> tuple[dict, dict, float]:
     """One run, unstacked: ({bits: test 0-1 loss per example (int8 array)}, its certificate fields,
     the seconds its certificates took). The certificates are the harness's outputs computed for this
@@ -118,13 +129,7 @@ def one_run(task, group, seed: int) -> tuple[dict, dict, float]:
     inject_lora(model, group.targets or task.default_targets, rank, mode=group.mode, alpha=group.alpha,
                 init=group.init, seed=frozen_seed(seed))
     params = trainable_parameters(model)
-    optimizer = torch.optim.Adam(params, lr=group.lr)
-    model.train()
-    for _ in range(group.steps):
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    loop_train(model, x, y, group.steps, group.lr)
     trained = [p.detach().clone() for p in params]
     names = [name for name, p in model.named_parameters() if p.requires_grad]
     model.eval()
@@ -234,17 +239,6 @@ def _train_flops(model, x, y, steps: int, train) -> float:
     return float(counter.get_total_flops())
 
 
-def _loop_train(model, x, y, steps: int) -> None:
-    """The loop's training (as ``one_run``): unstacked, torch.optim.Adam, full-batch cross-entropy."""
-    optimizer = torch.optim.Adam(trainable_parameters(model), lr=0.01)
-    model.train()
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-
 def _harness_train(model, x, y, steps: int) -> None:
     train_stacked(model, x, y, steps=steps, lr=0.01)
 
@@ -276,7 +270,7 @@ def training_flops(config: SweepConfig, task) -> dict[str, float]:
                 if stack is None:
                     inject_lora(model, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
                                 seed=frozen_seed(group.seeds[0]))
-                    counts.append(_train_flops(model, x[0], y[0], steps, _loop_train))
+                    counts.append(_train_flops(model, x[0], y[0], steps, loop_train))
                 else:
                     inject_lora(model, targets, rank, mode=group.mode, alpha=group.alpha, init=group.init,
                                 stack=stack, seeds=group.frozen_seeds())
