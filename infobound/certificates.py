@@ -163,11 +163,6 @@ def _bisect_floats(lo: np.ndarray, hi: np.ndarray, inside) -> np.ndarray:
     """
     lo_i = np.ascontiguousarray(lo, dtype=np.float64).view(np.int64).copy()
     hi_i = np.ascontiguousarray(hi, dtype=np.float64).view(np.int64).copy()
-    return _bisect_ints(lo_i, hi_i, inside).view(np.float64)
-
-
-def _bisect_ints(lo_i: np.ndarray, hi_i: np.ndarray, inside) -> np.ndarray:
-    """``_bisect_floats`` on the int64 bit patterns of non-negative doubles (in place); returns hi."""
     for _ in range(70):  # the doubles in [0, 1] number < 2^62
         active = hi_i - lo_i > 1
         if not np.any(active):
@@ -176,7 +171,7 @@ def _bisect_ints(lo_i: np.ndarray, hi_i: np.ndarray, inside) -> np.ndarray:
         ok = inside(mid_i.view(np.float64))
         lo_i = np.where(active & ok, mid_i, lo_i)
         hi_i = np.where(active & ~ok, mid_i, hi_i)
-    return hi_i
+    return hi_i.view(np.float64)
 
 
 _NEAR_ULPS = (2**6, 2**20)
